@@ -18,6 +18,7 @@
 pub mod config;
 pub mod digest;
 pub mod execution;
+pub mod grpc_metrics;
 pub mod metrics;
 pub mod server;
 pub mod service;

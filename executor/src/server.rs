@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 
 use crate::config::Config;
+use crate::grpc_metrics::GrpcMetricsLayer;
 use crate::metrics::{self, Metrics};
 use crate::storage::{ActionCache, Cas, StorageError};
 
@@ -114,6 +115,7 @@ impl Executor {
         let stop_serving = CancellationToken::new();
         let main_server = Server::builder()
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+            .layer(GrpcMetricsLayer::new(metrics.clone()))
             .add_service(health_service.clone())
             .serve_with_incoming_shutdown(
                 TcpListenerStream::new(listeners.grpc),
