@@ -215,14 +215,12 @@ mod tests {
         assert!(text.contains(r#"method="Svc/Ok",code="Ok"} 1"#), "{text}");
     }
 
+    type FrameResult = Result<Frame<bytes::Bytes>, std::convert::Infallible>;
+    type TrailersBody =
+        http_body_util::StreamBody<futures::stream::Iter<std::vec::IntoIter<FrameResult>>>;
+
     /// A body that carries only trailers (or nothing).
-    fn trailers_body(
-        status: Option<&str>,
-    ) -> http_body_util::StreamBody<
-        futures::stream::Iter<
-            std::vec::IntoIter<Result<Frame<bytes::Bytes>, std::convert::Infallible>>,
-        >,
-    > {
+    fn trailers_body(status: Option<&str>) -> TrailersBody {
         let frames = status
             .map(|status| {
                 let mut trailers = HeaderMap::new();
