@@ -14,6 +14,7 @@ use tonic::transport::Server;
 
 use crate::config::Config;
 use crate::metrics::{self, Metrics};
+use crate::service;
 use crate::storage::{ActionCache, Cas, StorageError};
 
 /// The three sockets an executor serves on, bound by the caller.
@@ -111,15 +112,14 @@ impl Executor {
         let (_health_reporter, health_service) = tonic_health::server::health_reporter();
 
         let stop_serving = CancellationToken::new();
-        let main_router = Server::builder()
+        let main_server = Server::builder()
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
-            .add_service(health_service.clone());
-        let main_server =
-            crate::service::add_storage_services(main_router, &config, &cas, &action_cache)
-                .serve_with_incoming_shutdown(
-                    TcpListenerStream::new(listeners.grpc),
-                    stop_serving.clone().cancelled_owned(),
-                );
+            .add_routes(service::storage_routes(&config, &cas, &action_cache))
+            .add_service(health_service.clone())
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(listeners.grpc),
+                stop_serving.clone().cancelled_owned(),
+            );
         let load_server = Server::builder()
             .add_service(health_service)
             .serve_with_incoming_shutdown(

@@ -212,3 +212,6 @@ impl ContentAddressableStorage for CasService {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests;

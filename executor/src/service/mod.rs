@@ -5,10 +5,12 @@ mod action_cache;
 mod bytestream;
 mod capabilities;
 mod cas;
+#[cfg(test)]
+pub(crate) mod test_support;
 
 use remesh_proto::reapi::digest_function;
 use tonic::Status;
-use tonic::transport::server::Router;
+use tonic::service::Routes;
 
 pub use action_cache::ActionCacheService;
 pub use bytestream::ByteStreamService;
@@ -19,21 +21,17 @@ use crate::config::Config;
 use crate::digest::{BlobDigest, DigestError};
 use crate::storage::{ActionCache, Cas};
 
-/// Adds Capabilities, ContentAddressableStorage, ByteStream and ActionCache to `router`,
+/// Capabilities, ContentAddressableStorage, ByteStream and ActionCache as gRPC routes,
 /// each limited to `config.max_message_bytes` per message both ways.
-pub fn add_storage_services(
-    router: Router,
-    config: &Config,
-    cas: &Cas,
-    action_cache: &ActionCache,
-) -> Router {
+pub fn storage_routes(config: &Config, cas: &Cas, action_cache: &ActionCache) -> Routes {
     use remesh_proto::bytestream::byte_stream_server::ByteStreamServer;
     use remesh_proto::reapi::action_cache_server::ActionCacheServer;
     use remesh_proto::reapi::capabilities_server::CapabilitiesServer;
     use remesh_proto::reapi::content_addressable_storage_server::ContentAddressableStorageServer;
 
     let limit = config.max_message_bytes;
-    router
+    let mut routes = Routes::builder();
+    routes
         .add_service(
             CapabilitiesServer::new(CapabilitiesService::new(config))
                 .max_decoding_message_size(limit)
@@ -53,7 +51,8 @@ pub fn add_storage_services(
             ActionCacheServer::new(ActionCacheService::new(action_cache.clone()))
                 .max_decoding_message_size(limit)
                 .max_encoding_message_size(limit),
-        )
+        );
+    routes.routes()
 }
 
 /// Refuses any digest function but SHA-256 (0 means "the default", SHA-256 here).

@@ -11,6 +11,8 @@
 
 mod action_cache;
 mod backing;
+#[cfg(test)]
+mod backing_tests;
 mod disk;
 mod lru;
 mod single_flight;
