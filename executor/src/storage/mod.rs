@@ -62,6 +62,9 @@ impl From<StorageError> for tonic::Status {
                 tonic::Status::invalid_argument(error.to_string())
             }
             StorageError::NotFound(_) => tonic::Status::not_found(error.to_string()),
+            StorageError::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => {
+                tonic::Status::resource_exhausted(error.to_string())
+            }
             StorageError::Io(_) => tonic::Status::internal(error.to_string()),
             StorageError::Backing(status) => {
                 tonic::Status::unavailable(format!("backing cache: {}", status.message()))
