@@ -79,11 +79,11 @@ impl DiskStore {
             let _ = temp.path.keep();
         }
         store.evict("").await;
-        tracing::info!(
-            blobs = found.len(),
-            bytes = store.lock().total_bytes(),
-            "local CAS indexed"
-        );
+        let (blobs, bytes) = {
+            let index = store.lock();
+            (index.len(), index.total_bytes())
+        };
+        tracing::info!(found = found.len(), blobs, bytes, "local CAS indexed");
         Ok(store)
     }
 

@@ -293,3 +293,32 @@ async fn get_tree_refuses_a_blob_that_is_not_a_directory() {
     let error = get_tree(&service, &digest, 0, "").await.unwrap_err();
     assert_eq!(error.code(), Code::FailedPrecondition);
 }
+
+#[tokio::test]
+async fn batch_read_of_many_tiny_blobs_stays_under_the_message_limit() {
+    let storage = TestStorage::open_with(|config| {
+        config.max_batch_bytes = 1000;
+        config.max_message_bytes = 70_000;
+    })
+    .await;
+    let service = CasService::new(&storage.config, storage.cas.clone());
+    let request = BatchReadBlobsRequest {
+        digests: vec![BlobDigest::empty().to_proto(); 1000],
+        ..Default::default()
+    };
+    let error = service
+        .batch_read_blobs(Request::new(request))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument);
+    assert!(error.message().contains("split"), "{}", error.message());
+    let request = BatchReadBlobsRequest {
+        digests: vec![BlobDigest::empty().to_proto(); 100],
+        ..Default::default()
+    };
+    let response = service
+        .batch_read_blobs(Request::new(request))
+        .await
+        .unwrap();
+    assert_eq!(response.into_inner().responses.len(), 100);
+}
