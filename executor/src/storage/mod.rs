@@ -7,7 +7,8 @@
 //!
 //! Invariants: every blob in the local CAS hashes to its name (digests are verified
 //! before a blob becomes visible, writes are atomic: temp file + rename), and every path
-//! this module touches lies inside `data_dir`.
+//! this module touches lies inside `data_dir`, except the two the execution engine hands
+//! in: the destination of `materialize` and the output given to `ingest_file`.
 
 mod action_cache;
 mod backing;
