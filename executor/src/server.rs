@@ -15,6 +15,7 @@ use tonic::transport::Server;
 use crate::config::Config;
 use crate::grpc_metrics::GrpcMetricsLayer;
 use crate::metrics::{self, Metrics};
+use crate::service;
 use crate::storage::{ActionCache, Cas, StorageError};
 
 /// The three sockets an executor serves on, bound by the caller.
@@ -109,13 +110,13 @@ impl Executor {
             cas,
             action_cache,
         } = self;
-        let _ = (&config, &cas, &action_cache);
         let (_health_reporter, health_service) = tonic_health::server::health_reporter();
 
         let stop_serving = CancellationToken::new();
         let main_server = Server::builder()
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
             .layer(GrpcMetricsLayer::new(metrics.clone()))
+            .add_routes(service::storage_routes(&config, &cas, &action_cache))
             .add_service(health_service.clone())
             .serve_with_incoming_shutdown(
                 TcpListenerStream::new(listeners.grpc),
