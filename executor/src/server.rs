@@ -108,17 +108,18 @@ impl Executor {
             cas,
             action_cache,
         } = self;
-        let _ = (&config, &cas, &action_cache);
         let (_health_reporter, health_service) = tonic_health::server::health_reporter();
 
         let stop_serving = CancellationToken::new();
-        let main_server = Server::builder()
+        let main_router = Server::builder()
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
-            .add_service(health_service.clone())
-            .serve_with_incoming_shutdown(
-                TcpListenerStream::new(listeners.grpc),
-                stop_serving.clone().cancelled_owned(),
-            );
+            .add_service(health_service.clone());
+        let main_server =
+            crate::service::add_storage_services(main_router, &config, &cas, &action_cache)
+                .serve_with_incoming_shutdown(
+                    TcpListenerStream::new(listeners.grpc),
+                    stop_serving.clone().cancelled_owned(),
+                );
         let load_server = Server::builder()
             .add_service(health_service)
             .serve_with_incoming_shutdown(
