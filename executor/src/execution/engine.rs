@@ -25,7 +25,9 @@ use crate::execution::action::{ActionLimits, LoadedAction, load_action};
 use crate::execution::error::ExecutionError;
 use crate::execution::operations::{Admission, CancelReason, Operation, OperationRegistry, Stage};
 use crate::execution::queue::{ActionQueue, QueueClosed, QueueSlot, spawn_runners};
-use crate::execution::runner::{ActionRunner, error_response, referenced_blobs, worker_name};
+use crate::execution::runner::{
+    ActionRunner, WORK_DIR_PREFIX, error_response, referenced_blobs, remove_work_dir, worker_name,
+};
 use crate::metrics::Metrics;
 use crate::storage::{ActionCache, Cas};
 
@@ -74,6 +76,7 @@ impl Engine {
                 action_cache: action_cache.clone(),
                 limits: limits(config),
                 worker: worker_name(),
+                work_dir_prefix: format!("{WORK_DIR_PREFIX}{}-", uuid::Uuid::new_v4().simple()),
             },
             cas,
             action_cache,
@@ -83,6 +86,10 @@ impl Engine {
             accepting: AtomicBool::new(true),
             keepalive_interval: config.keepalive_interval,
         });
+        tokio::spawn(remove_stale_work_dirs(
+            inner.cas.scratch_dir(),
+            inner.runner.work_dir_prefix.clone(),
+        ));
         let weak = Arc::downgrade(&inner);
         // Runners end when the queue is closed and empty (at drain); they hold the
         // engine weakly so a dropped engine is not kept alive by its own runners.
@@ -110,6 +117,11 @@ impl Engine {
         let digest = BlobDigest::from_field(request.action_digest.as_ref())
             .map_err(|e| ExecutionError::InvalidArgument(format!("action_digest: {e}")))?;
         let skip_cache = request.skip_cache_lookup;
+        // Joining costs no queue place, so it is tried before the queue can say full.
+        if let Some(operation) = inner.registry.joinable(&digest, skip_cache) {
+            inner.metrics.execution("merged");
+            return Ok(operation);
+        }
         let action = load_action(&inner.cas, &digest, &inner.runner.limits).await?;
         let slot = match inner.queue.try_reserve() {
             Ok(slot) => slot,
@@ -317,6 +329,20 @@ impl EngineInner {
     fn finish(&self, operation: &Arc<Operation>, response: ExecuteResponse, outcome: &str) {
         if self.registry.complete(operation, response) {
             self.metrics.execution(outcome);
+        }
+    }
+}
+
+/// Deletes work directories a previous process left behind (killed mid-action).
+/// Ours carry `own_prefix` (unique per process) and are left alone.
+async fn remove_stale_work_dirs(scratch: std::path::PathBuf, own_prefix: String) {
+    let Ok(mut entries) = tokio::fs::read_dir(&scratch).await else {
+        return;
+    };
+    while let Ok(Some(entry)) = entries.next_entry().await {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with(WORK_DIR_PREFIX) && !name.starts_with(&own_prefix) {
+            remove_work_dir(&entry.path()).await;
         }
     }
 }

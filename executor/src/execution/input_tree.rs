@@ -198,19 +198,7 @@ async fn materialize_file(
     path: PathBuf,
     executable: bool,
 ) -> Result<(), ExecutionError> {
-    if !digest.is_empty_blob() {
-        return Ok(cas.materialize(&digest, &path, executable).await?);
-    }
-    // The empty blob is implicit in every CAS; create it without a lookup.
-    use std::os::unix::fs::PermissionsExt;
-    let context = || format!("creating {}", path.display());
-    tokio::fs::File::create_new(&path)
-        .await
-        .map_err(ExecutionError::io(context()))?;
-    let mode = if executable { 0o755 } else { 0o644 };
-    tokio::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
-        .await
-        .map_err(ExecutionError::io(context()))
+    Ok(cas.materialize(&digest, &path, executable).await?)
 }
 
 fn child_digest(

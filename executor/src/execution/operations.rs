@@ -260,6 +260,20 @@ impl OperationRegistry {
         Admission::New(operation)
     }
 
+    /// The in-flight operation of `action_digest` that a request may join, if any (see
+    /// `admit` for the rule).
+    pub fn joinable(
+        &self,
+        action_digest: &BlobDigest,
+        skip_cache_lookup: bool,
+    ) -> Option<Arc<Operation>> {
+        let inner = self.lock();
+        let existing = inner.in_flight.get(action_digest)?;
+        let state = existing.state();
+        let joinable = !state.is_done() && (!skip_cache_lookup || state.stage >= Stage::Queued);
+        joinable.then(|| existing.clone())
+    }
+
     /// Registers an operation that is done from the start (a cache hit answered
     /// without queueing); it is never joinable.
     pub fn insert_done(

@@ -28,7 +28,13 @@ pub struct ActionRunner {
     pub limits: ActionLimits,
     /// `ExecutedActionMetadata.worker`: the host name, or "remesh-executor".
     pub worker: String,
+    /// Names this process's work directories: `WORK_DIR_PREFIX` + a per-process id, so
+    /// leftovers of an earlier process can be told apart and removed.
+    pub work_dir_prefix: String,
 }
+
+/// Every work directory's name starts with this.
+pub const WORK_DIR_PREFIX: &str = "exec-";
 
 /// How a run ended, for `executions_total{outcome}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,8 +89,8 @@ struct WorkDir {
 }
 
 impl WorkDir {
-    async fn create(scratch: &Path) -> Result<Self, ExecutionError> {
-        let base = scratch.join(format!("exec-{}", uuid::Uuid::new_v4()));
+    async fn create(scratch: &Path, prefix: &str) -> Result<Self, ExecutionError> {
+        let base = scratch.join(format!("{prefix}{}", uuid::Uuid::new_v4().simple()));
         let work = Self {
             root: base.join("root"),
             staging: base.join("staging"),
@@ -117,7 +123,7 @@ impl ActionRunner {
             },
         };
         Timeline::stamp(&mut timeline.metadata.worker_start_timestamp);
-        let work = match WorkDir::create(&self.cas.scratch_dir()).await {
+        let work = match WorkDir::create(&self.cas.scratch_dir(), &self.work_dir_prefix).await {
             Ok(work) => work,
             Err(error) => return (error_response(&error, None), RunOutcome::Error),
         };
