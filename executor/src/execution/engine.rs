@@ -9,6 +9,11 @@
 //! served); the operation is registered and returned at once in CACHE_CHECK; a task
 //! looks the action up in the cache (hit → done) and otherwise queues it (QUEUED); a
 //! runner runs it (EXECUTING) and completes it (COMPLETED).
+//!
+//! Identical actions in flight (same action digest) share one operation: the second
+//! Execute gets the first one's name and stream. A `skip_cache_lookup` request joins
+//! only an operation past its cache check (a queued or running one is a fresh run, as
+//! asked; one still in CACHE_CHECK might answer from the cache, so it gets its own).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -102,7 +107,17 @@ impl Engine {
             let weak = weak.clone();
             async move {
                 if let Some(inner) = weak.upgrade() {
-                    inner.run_job(job).await;
+                    let operation = job.operation.clone();
+                    // A bug in one run must neither kill this runner nor leave the
+                    // operation's watchers waiting forever.
+                    let run = std::panic::AssertUnwindSafe(inner.run_job(job));
+                    if futures::FutureExt::catch_unwind(run).await.is_err() {
+                        let error = ExecutionError::Io {
+                            context: "running the action".into(),
+                            source: std::io::Error::other("the runner panicked"),
+                        };
+                        inner.finish(&operation, error_response(&error, None), "error");
+                    }
                 }
             }
         });
@@ -333,6 +348,12 @@ impl EngineInner {
     fn finish(&self, operation: &Arc<Operation>, response: ExecuteResponse, outcome: &str) {
         if self.registry.complete(operation, response) {
             self.metrics.execution(outcome);
+            tracing::debug!(
+                operation = operation.name(),
+                action = %operation.action_digest(),
+                outcome,
+                "operation completed"
+            );
         }
     }
 }

@@ -303,3 +303,44 @@ async fn an_output_parent_turned_symlink_is_not_followed() {
         "precious"
     );
 }
+
+#[tokio::test]
+async fn output_paths_are_relative_to_the_working_directory() {
+    let h = Harness::new(1, 10).await;
+    let root = h.put_message(&Directory::default()).await;
+    let mut spec = h
+        .action(
+            "pwd > f; mkdir d; printf z > d/g; ln -s f l",
+            root,
+            &[],
+            &[],
+        )
+        .await;
+    spec.command.working_directory = "pkg/sub".into();
+    spec.command.output_paths = vec!["f".into(), "d".into(), "l".into()];
+    let response = h.run(&spec).await;
+    assert_eq!(code(&response), tonic::Code::Ok, "{response:?}");
+    let result = result(&response);
+    assert_eq!(result.output_files.len(), 1);
+    assert_eq!(result.output_files[0].path, "f");
+    let pwd = h
+        .read(result.output_files[0].digest.as_ref().unwrap())
+        .await;
+    assert!(
+        String::from_utf8_lossy(&pwd)
+            .trim_end()
+            .ends_with("/root/pkg/sub"),
+        "ran in {pwd:?}"
+    );
+    assert_eq!(result.output_directories[0].path, "d");
+    assert_eq!(result.output_symlinks[0].path, "l");
+    #[allow(deprecated)]
+    let legacy = (
+        &result.output_file_symlinks,
+        &result.output_directory_symlinks,
+    );
+    assert!(
+        legacy.0.is_empty() && legacy.1.is_empty(),
+        "v2.1 requests get output_symlinks only"
+    );
+}
