@@ -344,3 +344,60 @@ async fn output_paths_are_relative_to_the_working_directory() {
         "v2.1 requests get output_symlinks only"
     );
 }
+
+#[tokio::test]
+async fn inputs_are_materialised_with_symlinks_empty_dirs_and_modes() {
+    let h = Harness::new(1, 10).await;
+    let data = h.put("payload\n").await;
+    let empty = h.put_message(&Directory::default()).await;
+    let root = h
+        .put_message(&Directory {
+            files: vec![
+                file_node("data.txt", data.clone(), false),
+                file_node("empty.txt", BlobDigest::empty().to_proto(), true),
+            ],
+            directories: vec![DirectoryNode {
+                name: "nothing".into(),
+                digest: Some(empty),
+            }],
+            symlinks: vec![remesh_proto::reapi::SymlinkNode {
+                name: "link".into(),
+                target: "data.txt".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .await;
+    let script = "test -d nothing && test -L link && test -x empty.txt && test ! -x data.txt \
+        && test ! -s empty.txt && cat link";
+    let response = h.run(&h.action(script, root, &[], &[]).await).await;
+    assert_eq!(result(&response).exit_code, 0, "{response:?}");
+    assert_eq!(
+        h.read(result(&response).stdout_digest.as_ref().unwrap())
+            .await,
+        "payload\n"
+    );
+}
+
+#[tokio::test]
+async fn an_output_of_the_wrong_kind_is_failed_precondition() {
+    let h = Harness::new(1, 10).await;
+    let root = h.put_message(&Directory::default()).await;
+    let response = h
+        .run(
+            &h.action(
+                "mkdir -p out/f; printf x > out/d",
+                root,
+                &["out/f"],
+                &["out/d"],
+            )
+            .await,
+        )
+        .await;
+    assert_eq!(
+        code(&response),
+        tonic::Code::FailedPrecondition,
+        "{response:?}"
+    );
+    assert!(response.message.contains("out/f"), "{}", response.message);
+}
