@@ -140,17 +140,24 @@ impl ActionRunner {
         metadata: &mut ExecutedActionMetadata,
     ) -> Result<(ExecuteResponse, RunOutcome), ExecutionError> {
         stamp(&mut metadata.input_fetch_start_timestamp);
-        let inputs = InputTree::fetch(&self.cas, &action.input_root, &self.limits).await?;
-        inputs.materialize(&self.cas, &work.root).await?;
-        let working_directory = create_real_dirs(&work.root, &action.working_directory).await?;
-        for output in &action.outputs {
-            create_real_dirs(&work.root, &output.location.parent()).await?;
-        }
+        let prepare = async {
+            let inputs = InputTree::fetch(&self.cas, &action.input_root, &self.limits).await?;
+            inputs.materialize(&self.cas, &work.root).await?;
+            let working_directory = create_real_dirs(&work.root, &action.working_directory).await?;
+            for output in &action.outputs {
+                create_real_dirs(&work.root, &output.location.parent()).await?;
+            }
+            Ok::<_, ExecutionError>(working_directory)
+        };
+        // A large input tree can take long; a cancel should not wait for it. Copies
+        // already handed to blocking threads may finish later into the work directory;
+        // its removal retries and tolerates that.
+        let working_directory = tokio::select! {
+            prepared = prepare => prepared?,
+            () = operation.cancel_token().cancelled() => return Err(cancelled(operation)),
+        };
         stamp(&mut metadata.input_fetch_completed_timestamp);
 
-        if operation.cancel_token().is_cancelled() {
-            return Err(cancelled(operation));
-        }
         let spec = ProcessSpec {
             argv: action.command.arguments.clone(),
             environment: action.environment.clone(),
