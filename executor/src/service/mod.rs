@@ -5,6 +5,9 @@ mod action_cache;
 mod bytestream;
 mod capabilities;
 mod cas;
+mod execution;
+mod load;
+mod operations;
 #[cfg(test)]
 pub(crate) mod test_support;
 
@@ -16,9 +19,13 @@ pub use action_cache::ActionCacheService;
 pub use bytestream::ByteStreamService;
 pub use capabilities::CapabilitiesService;
 pub use cas::CasService;
+pub use execution::ExecutionService;
+pub use load::LoadService;
+pub use operations::OperationsService;
 
 use crate::config::Config;
 use crate::digest::{BlobDigest, DigestError};
+use crate::execution::Engine;
 use crate::storage::{ActionCache, Cas};
 
 /// Capabilities, ContentAddressableStorage, ByteStream and ActionCache as gRPC routes,
@@ -53,6 +60,36 @@ pub fn storage_routes(config: &Config, cas: &Cas, action_cache: &ActionCache) ->
                 .max_encoding_message_size(limit),
         );
     routes.routes()
+}
+
+/// `routes` plus Execution and google.longrunning.Operations, each limited to
+/// `config.max_message_bytes` per message both ways.
+pub fn with_execution_routes(routes: Routes, config: &Config, engine: &Engine) -> Routes {
+    use remesh_proto::longrunning::operations_server::OperationsServer;
+    use remesh_proto::reapi::execution_server::ExecutionServer;
+
+    let limit = config.max_message_bytes;
+    routes
+        .add_service(
+            ExecutionServer::new(ExecutionService::new(engine.clone()))
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
+        )
+        .add_service(
+            OperationsServer::new(OperationsService::new(engine.clone()))
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
+        )
+}
+
+/// `remesh.load.v1.Load` as gRPC routes (for the load port).
+pub fn load_routes(config: &Config, engine: &Engine) -> Routes {
+    use remesh_proto::load::load_server::LoadServer;
+
+    Routes::new(
+        LoadServer::new(LoadService::new(engine.clone()))
+            .max_decoding_message_size(config.max_message_bytes),
+    )
 }
 
 /// Refuses any digest function but SHA-256 (0 means "the default", SHA-256 here).
