@@ -225,7 +225,11 @@ impl Engine {
         }
         operation.cancel(CancelReason::Client);
         if let Some(job) = inner.queue.remove(operation.name()) {
-            inner.finish(&job.operation, cancelled_response(), "cancelled");
+            inner.finish(
+                &job.operation,
+                cancelled_response(&job.operation),
+                "cancelled",
+            );
         }
         // Otherwise the cache check or the runner sees the token and completes it.
         Ok(())
@@ -294,7 +298,7 @@ impl EngineInner {
             return;
         }
         if operation.cancel_token().is_cancelled() {
-            self.finish(&operation, cancelled_response(), "cancelled");
+            self.finish(&operation, cancelled_response(&operation), "cancelled");
             return;
         }
         operation.advance(Stage::Queued);
@@ -330,7 +334,7 @@ impl EngineInner {
             return;
         }
         if operation.cancel_token().is_cancelled() {
-            self.finish(&operation, cancelled_response(), "cancelled");
+            self.finish(&operation, cancelled_response(&operation), "cancelled");
             return;
         }
         operation.advance(Stage::Executing);
@@ -372,11 +376,15 @@ async fn remove_stale_work_dirs(scratch: std::path::PathBuf, own_prefix: String)
     }
 }
 
-fn cancelled_response() -> ExecuteResponse {
-    error_response(
-        &ExecutionError::Cancelled("the operation was cancelled".to_owned()),
-        None,
-    )
+/// CANCELLED for a client's cancel, UNAVAILABLE for a shutdown (clients retry that).
+fn cancelled_response(operation: &Operation) -> ExecuteResponse {
+    match operation.cancel_reason() {
+        Some(CancelReason::Shutdown) => shutdown_response(),
+        _ => error_response(
+            &ExecutionError::Cancelled("the operation was cancelled".to_owned()),
+            None,
+        ),
+    }
 }
 
 fn shutdown_response() -> ExecuteResponse {

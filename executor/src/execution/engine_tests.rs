@@ -386,7 +386,7 @@ async fn an_output_of_the_wrong_kind_is_failed_precondition() {
     let response = h
         .run(
             &h.action(
-                "mkdir -p out/f; printf x > out/d",
+                "echo why >&2; mkdir -p out/f; printf x > out/d",
                 root,
                 &["out/f"],
                 &["out/d"],
@@ -400,4 +400,7 @@ async fn an_output_of_the_wrong_kind_is_failed_precondition() {
         "{response:?}"
     );
     assert!(response.message.contains("out/f"), "{}", response.message);
+    // The run's stderr is kept: it usually explains the bad output.
+    let stderr = result(&response).stderr_digest.clone().unwrap();
+    assert_eq!(h.read(&stderr).await, "why\n");
 }

@@ -194,9 +194,16 @@ impl ActionRunner {
                 return Ok((respond(result, Some(status)), RunOutcome::Timeout));
             }
         };
-        let outputs =
-            collect_outputs(&self.cas, &work.root, &work.staging, &action.outputs).await?;
         result.exit_code = exit_code;
+        let outputs =
+            match collect_outputs(&self.cas, &work.root, &work.staging, &action.outputs).await {
+                Ok(outputs) => outputs,
+                // Keep exit code, stdout and stderr: they usually explain the bad output.
+                Err(error) => {
+                    result.execution_metadata = Some(metadata.clone());
+                    return Ok((error_response(&error, Some(result)), RunOutcome::Error));
+                }
+            };
         result.output_files = outputs.files;
         result.output_directories = outputs.directories;
         result.output_symlinks = outputs.symlinks;
