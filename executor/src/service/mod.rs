@@ -5,20 +5,28 @@ mod action_cache;
 mod bytestream;
 mod capabilities;
 mod cas;
+mod execution;
+mod load;
+mod operations;
 #[cfg(test)]
 pub(crate) mod test_support;
 
 use remesh_proto::reapi::digest_function;
 use tonic::Status;
 use tonic::service::Routes;
+use tonic::transport::server::Router;
 
 pub use action_cache::ActionCacheService;
 pub use bytestream::ByteStreamService;
 pub use capabilities::CapabilitiesService;
 pub use cas::CasService;
+pub use execution::ExecutionService;
+pub use load::LoadService;
+pub use operations::OperationsService;
 
 use crate::config::Config;
 use crate::digest::{BlobDigest, DigestError};
+use crate::execution::Engine;
 use crate::storage::{ActionCache, Cas};
 
 /// Capabilities, ContentAddressableStorage, ByteStream and ActionCache as gRPC routes,
@@ -53,6 +61,36 @@ pub fn storage_routes(config: &Config, cas: &Cas, action_cache: &ActionCache) ->
                 .max_encoding_message_size(limit),
         );
     routes.routes()
+}
+
+/// Adds Execution and google.longrunning.Operations to `router`, each limited to
+/// `config.max_message_bytes` per message both ways.
+pub fn add_execution_services<L>(router: Router<L>, config: &Config, engine: &Engine) -> Router<L> {
+    use remesh_proto::longrunning::operations_server::OperationsServer;
+    use remesh_proto::reapi::execution_server::ExecutionServer;
+
+    let limit = config.max_message_bytes;
+    router
+        .add_service(
+            ExecutionServer::new(ExecutionService::new(engine.clone()))
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
+        )
+        .add_service(
+            OperationsServer::new(OperationsService::new(engine.clone()))
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
+        )
+}
+
+/// Adds `remesh.load.v1.Load` to `router`.
+pub fn add_load_service<L>(router: Router<L>, config: &Config, engine: &Engine) -> Router<L> {
+    use remesh_proto::load::load_server::LoadServer;
+
+    router.add_service(
+        LoadServer::new(LoadService::new(engine.clone()))
+            .max_decoding_message_size(config.max_message_bytes),
+    )
 }
 
 /// Refuses any digest function but SHA-256 (0 means "the default", SHA-256 here).
