@@ -15,8 +15,10 @@ use crate::execution::input_tree::InputTree;
 use crate::resource_name::{ReadResource, WriteResource};
 
 /// Longest error message a hostile name may produce: messages travel back to the
-/// client and into logs, so they quote names shortened.
-const MAX_ERROR_MESSAGE_BYTES: usize = 1024;
+/// client and into logs, so they quote names shortened. The worst case is the quoted
+/// name (≤ 200 escaped bytes), a quoted digest part (≤ 80 characters of up to 10
+/// escaped bytes each) and the fixed text.
+const MAX_ERROR_MESSAGE_BYTES: usize = 1280;
 
 /// ByteStream resource names, read and write forms. A name that parses must print as
 /// a name that parses to the same resource; a refused one must give a short

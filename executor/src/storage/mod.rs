@@ -105,10 +105,7 @@ impl StorageError {
             },
             Self::NotFound(digest) => Self::NotFound(digest.clone()),
             Self::Io(error) => Self::Io(std::io::Error::new(error.kind(), error.to_string())),
-            Self::BackingTls(error) => Self::Io(std::io::Error::new(
-                std::io::ErrorKind::Other,
-                error.to_string(),
-            )),
+            Self::BackingTls(error) => Self::Io(std::io::Error::other(error.to_string())),
             Self::Backing(status) => Self::Backing(status.clone()),
             Self::TooLarge { digest, max_bytes } => Self::TooLarge {
                 digest: digest.clone(),
