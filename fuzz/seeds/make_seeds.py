@@ -115,7 +115,14 @@ def directory_trees():
     for _ in range(12):
         chain = directory(dirs=[dir_node("d", chain)])
         chain_children.append(chain)
+    # For the target's forward-linked pass, which points every DirectoryNode at a
+    # later directory (here: the next one) whatever digest it was sent with.
+    leaf_only = directory(files=[file_node("f")])
+    one_link = directory(dirs=[dir_node("d", raw_digest=b"")])
+    two_links = directory(dirs=[dir_node("a", raw_digest=b""), dir_node("b", raw_digest=b"")])
     return {
+        "linked_too_deep": tree(one_link, [one_link] * 298 + [leaf_only]),
+        "linked_too_wide": tree(two_links, [two_links] * 21 + [leaf_only]),
         "empty": b"",
         "files_only": tree(leaf),
         "nested_dag": tree(root, [mid, leaf]),
