@@ -33,6 +33,18 @@ pub struct Config {
     pub backing_cache: Option<String>,
     /// Instance name sent to the backing cache (BuildGrid, for one, refuses unknown ones).
     pub backing_instance_name: String,
+    /// PEM file of the CA(s) that sign the backing cache's server certificate. Required
+    /// for `grpcs://`: no system or bundled roots are loaded, so without it no server
+    /// could be trusted (for a publicly signed server, give that public CA's PEM).
+    pub backing_ca_file: Option<PathBuf>,
+    /// PEM client certificate (chain) presented to a backing cache that requires mutual
+    /// TLS. Both this and `backing_key_file`, or neither.
+    pub backing_cert_file: Option<PathBuf>,
+    /// PEM private key of `backing_cert_file`.
+    pub backing_key_file: Option<PathBuf>,
+    /// Name the backing cache's certificate must carry, when it is not the URL's host
+    /// (dialling an IP address or a Kubernetes service alias, say).
+    pub backing_tls_server_name: Option<String>,
     /// Actions run at once; 0 means one per CPU.
     pub runners: usize,
     /// Actions that may wait for a runner; Execute answers RESOURCE_EXHAUSTED past it.
@@ -58,7 +70,15 @@ pub struct Config {
     /// Capabilities); larger blobs go through ByteStream.
     pub max_batch_bytes: u64,
     /// Largest gRPC message accepted; must exceed `max_batch_bytes` by some headroom.
+    /// A larger message is refused by tonic's codec with OUT_OF_RANGE (not the
+    /// RESOURCE_EXHAUSTED other gRPC stacks use); Bazel does not retry either way.
     pub max_message_bytes: usize,
+    /// HTTP/2 streams (concurrent calls) one client connection may have open, announced
+    /// to the client in SETTINGS_MAX_CONCURRENT_STREAMS. Clients queue or open another
+    /// connection past it, so excess calls cost the server nothing; a per-connection
+    /// concurrency limit would instead accept the streams and park them in the server.
+    /// Bazel opens ~100 per channel; must not be zero.
+    pub max_concurrent_streams: u32,
 }
 
 impl Default for Config {
@@ -71,6 +91,10 @@ impl Default for Config {
             cas_max_bytes: 10 << 30,
             backing_cache: None,
             backing_instance_name: String::new(),
+            backing_ca_file: None,
+            backing_cert_file: None,
+            backing_key_file: None,
+            backing_tls_server_name: None,
             runners: 0,
             queue_max: 10_000,
             keepalive_interval: Duration::from_secs(10),
@@ -80,6 +104,7 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(30),
             max_batch_bytes: 4 << 20,
             max_message_bytes: 8 << 20,
+            max_concurrent_streams: 200,
         }
     }
 }
@@ -146,8 +171,12 @@ impl Config {
                 format!("{url:?} must start with grpc:// or grpcs://"),
             ));
         }
+        self.validate_backing_tls()?;
         if self.queue_max == 0 {
             return Err(invalid("queue_max", "must not be zero"));
+        }
+        if self.max_concurrent_streams == 0 {
+            return Err(invalid("max_concurrent_streams", "must not be zero"));
         }
         for (field, value) in [
             ("keepalive_interval", self.keepalive_interval),
@@ -175,6 +204,67 @@ impl Config {
         }
         Ok(())
     }
+
+    /// TLS files only with a `grpcs://` backing cache (anything else would silently
+    /// ignore them), a CA for every `grpcs://` one, certificate and key as a pair, and
+    /// every named file readable now rather than at the first backing-cache call.
+    fn validate_backing_tls(&self) -> Result<(), ConfigError> {
+        let tls = self
+            .backing_cache
+            .as_deref()
+            .is_some_and(|url| url.starts_with("grpcs://"));
+        let files = [
+            ("backing_ca_file", &self.backing_ca_file),
+            ("backing_cert_file", &self.backing_cert_file),
+            ("backing_key_file", &self.backing_key_file),
+        ];
+        if !tls {
+            for (field, value) in files {
+                if value.is_some() {
+                    return Err(invalid(field, "needs a grpcs:// backing_cache"));
+                }
+            }
+            if self.backing_tls_server_name.is_some() {
+                return Err(invalid(
+                    "backing_tls_server_name",
+                    "needs a grpcs:// backing_cache",
+                ));
+            }
+            return Ok(());
+        }
+        if self.backing_ca_file.is_none() {
+            return Err(invalid(
+                "backing_ca_file",
+                "required for a grpcs:// backing_cache: no system roots are loaded",
+            ));
+        }
+        if self.backing_cert_file.is_some() != self.backing_key_file.is_some() {
+            let missing = if self.backing_cert_file.is_none() {
+                "backing_cert_file"
+            } else {
+                "backing_key_file"
+            };
+            return Err(invalid(
+                missing,
+                "a client certificate needs both backing_cert_file and backing_key_file",
+            ));
+        }
+        for (field, value) in files {
+            if let Some(path) = value
+                && let Err(error) = std::fs::metadata(path)
+            {
+                return Err(invalid(field, format!("{}: {error}", path.display())));
+            }
+        }
+        if self
+            .backing_tls_server_name
+            .as_deref()
+            .is_some_and(str::is_empty)
+        {
+            return Err(invalid("backing_tls_server_name", "must not be empty"));
+        }
+        Ok(())
+    }
 }
 
 /// `remesh-executor` command line. Every flag has an environment variable.
@@ -198,6 +288,14 @@ pub struct Args {
     pub backing_cache: Option<String>,
     #[arg(long, env = "REMESH_EXECUTOR_BACKING_INSTANCE_NAME")]
     pub backing_instance_name: Option<String>,
+    #[arg(long, env = "REMESH_EXECUTOR_BACKING_CA_FILE")]
+    pub backing_ca_file: Option<PathBuf>,
+    #[arg(long, env = "REMESH_EXECUTOR_BACKING_CERT_FILE")]
+    pub backing_cert_file: Option<PathBuf>,
+    #[arg(long, env = "REMESH_EXECUTOR_BACKING_KEY_FILE")]
+    pub backing_key_file: Option<PathBuf>,
+    #[arg(long, env = "REMESH_EXECUTOR_BACKING_TLS_SERVER_NAME")]
+    pub backing_tls_server_name: Option<String>,
     #[arg(long, env = "REMESH_EXECUTOR_RUNNERS")]
     pub runners: Option<usize>,
     #[arg(long, env = "REMESH_EXECUTOR_QUEUE_MAX")]
@@ -216,6 +314,8 @@ pub struct Args {
     pub max_batch_bytes: Option<u64>,
     #[arg(long, env = "REMESH_EXECUTOR_MAX_MESSAGE_BYTES")]
     pub max_message_bytes: Option<usize>,
+    #[arg(long, env = "REMESH_EXECUTOR_MAX_CONCURRENT_STREAMS")]
+    pub max_concurrent_streams: Option<u32>,
 }
 
 impl Args {
@@ -245,8 +345,21 @@ impl Args {
             shutdown_grace,
             max_batch_bytes,
             max_message_bytes,
+            max_concurrent_streams,
             backing_instance_name,
         );
+        // Optional fields: a flag sets them, an empty one clears the file's value.
+        macro_rules! apply_optional {
+            ($($field:ident),* $(,)?) => {
+                $(if let Some(value) = self.$field {
+                    config.$field = (!value.as_os_str().is_empty()).then_some(value);
+                })*
+            };
+        }
+        apply_optional!(backing_ca_file, backing_cert_file, backing_key_file);
+        if let Some(name) = self.backing_tls_server_name {
+            config.backing_tls_server_name = (!name.is_empty()).then_some(name);
+        }
         if let Some(url) = self.backing_cache {
             config.backing_cache = (!url.is_empty()).then_some(url);
         }
@@ -317,3 +430,7 @@ mod tests {
         assert_eq!((config.runners, config.queue_max), (3, 9));
     }
 }
+
+#[cfg(test)]
+#[path = "config_limits_tests.rs"]
+mod limits_tests;

@@ -14,11 +14,13 @@
 //! - `service`: one file per gRPC service, translating requests into calls on the above.
 //! - `server`: binds every service to its port and runs until shutdown.
 //! - `metrics`: Prometheus counters and the `/metrics` endpoint.
+//! - `fuzzing`: entry points of the fuzz targets and of their corpus replay test.
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod digest;
 pub mod execution;
+pub mod fuzzing;
 pub mod grpc_metrics;
 pub mod metrics;
 pub mod resource_name;

@@ -244,17 +244,19 @@ fn blob_part<'a>(
     Ok((digest, compression, rest))
 }
 
-/// Keeps error messages about hostile names short.
+/// Keeps error messages about hostile names short. Messages quote names with `{:?}`,
+/// which escapes a control character into as many as 10 bytes, so the bound is on the
+/// escaped form, not on the name's own bytes.
 fn shorten(text: &str) -> String {
     const LIMIT: usize = 200;
-    if text.len() <= LIMIT {
-        return text.to_owned();
+    let mut escaped = 0;
+    for (index, c) in text.char_indices() {
+        escaped += c.escape_debug().len();
+        if escaped > LIMIT {
+            return format!("{}…", &text[..index]);
+        }
     }
-    let mut end = LIMIT;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
+    text.to_owned()
 }
 
 #[cfg(test)]
@@ -406,5 +408,24 @@ mod tests {
             status.message().len() < 600,
             "hostile names are not echoed whole"
         );
+    }
+
+    #[test]
+    fn messages_about_hostile_names_stay_short_once_escaped() {
+        let controls = "\u{b}".repeat(3000);
+        for name in [
+            format!("{controls}/actions/blobs/{HASH}/1"),
+            format!("blobs/{HASH}/x{controls}"),
+            format!("uploads/{controls}"),
+        ] {
+            let read = ReadResource::parse(&name).err().map(|e| e.to_string());
+            let write = WriteResource::parse(&name).err().map(|e| e.to_string());
+            for message in [read, write] {
+                let message = message.expect("a refused name");
+                // The quoted name (≤ 200 escaped bytes), a digest quoted in part
+                // (≤ 80 characters), and the fixed text.
+                assert!(message.len() < 1200, "{} bytes: {message}", message.len());
+            }
+        }
     }
 }

@@ -121,6 +121,10 @@ impl Executor {
         let stop_serving = CancellationToken::new();
         let main_server = Server::builder()
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+            // SETTINGS_MAX_CONCURRENT_STREAMS rather than a per-connection concurrency
+            // limit: clients learn the bound and queue or open another connection,
+            // instead of the server accepting streams it then parks.
+            .max_concurrent_streams(Some(config.max_concurrent_streams))
             .layer(GrpcMetricsLayer::new(metrics.clone()))
             .add_routes(service::with_execution_routes(
                 service::storage_routes(&config, &cas, &action_cache),

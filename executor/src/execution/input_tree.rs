@@ -110,6 +110,26 @@ impl InputTree {
         Ok(tree)
     }
 
+    /// The checks of `fetch` on a tree already in memory (a REAPI `Tree`: the root and
+    /// every directory below it), without storage: each Directory alone, then the
+    /// whole. Children are found by the digest of their encoding; one that is absent
+    /// is reported as a missing blob. Exposed for the fuzz targets and their tests.
+    pub fn check_in_memory(root: &Directory, children: &[Directory]) -> Result<(), ExecutionError> {
+        let mut directories = HashMap::new();
+        for directory in std::iter::once(root).chain(children) {
+            validate_directory(directory).map_err(|reason| {
+                ExecutionError::InvalidArgument(format!("input tree: {reason}"))
+            })?;
+            directories.insert(BlobDigest::of_message(directory), directory.clone());
+        }
+        let tree = Self {
+            root: BlobDigest::of_message(root),
+            directories,
+        };
+        tree.check()?;
+        tree.file_digests().map(drop)
+    }
+
     /// Every distinct non-empty file blob of the tree.
     fn file_digests(&self) -> Result<Vec<BlobDigest>, ExecutionError> {
         let mut digests = HashSet::new();

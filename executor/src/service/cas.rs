@@ -52,6 +52,8 @@ impl CasService {
         entry: batch_update_blobs_request::Request,
     ) -> Result<BlobDigest, Status> {
         let digest = client_digest("digest", entry.digest.as_ref())?;
+        // Same refusal as a ByteStream upload of that digest, whatever the data.
+        self.cas.check_fits(&digest)?;
         if entry.compressor != compressor::Value::Identity as i32 {
             return Err(Status::invalid_argument(format!(
                 "compressor {} is not supported in batch updates; use IDENTITY or ByteStream",

@@ -6,6 +6,8 @@ mod bytestream;
 mod capabilities;
 mod cas;
 mod execution;
+#[cfg(test)]
+mod limits_tests;
 mod load;
 mod operations;
 #[cfg(test)]

@@ -19,9 +19,10 @@ use remesh_proto::reapi::{
     UpdateActionResultRequest, batch_update_blobs_request,
 };
 use tokio::io::AsyncReadExt;
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
+use super::backing_tls::BackingTls;
 use crate::digest::BlobDigest;
 
 /// Largest data payload of one ByteStream message, both ways.
@@ -46,8 +47,14 @@ pub struct BackingCache {
 impl BackingCache {
     /// Prepares a lazily connected channel to `url` (`grpc://host:port` or
     /// `grpcs://host:port`): the executor starts even while the backing cache is down,
-    /// and calls fail with UNAVAILABLE until it is back.
-    pub fn connect(url: &str, instance: &str, max_message_bytes: usize) -> Result<Self, Status> {
+    /// and calls fail with UNAVAILABLE until it is back. `tls` applies to `grpcs://`
+    /// only; its trust anchors are the only ones used.
+    pub fn connect(
+        url: &str,
+        instance: &str,
+        max_message_bytes: usize,
+        tls: &BackingTls,
+    ) -> Result<Self, Status> {
         let invalid = |why: String| Status::invalid_argument(format!("{url:?}: {why}"));
         let (scheme, authority) = if let Some(rest) = url.strip_prefix("grpc://") {
             ("http", rest)
@@ -64,11 +71,8 @@ impl BackingCache {
             .keep_alive_while_idle(true);
         if scheme == "https" {
             let host = endpoint.uri().host().unwrap_or_default().to_owned();
-            let tls = ClientTlsConfig::new()
-                .domain_name(host)
-                .with_enabled_roots();
             endpoint = endpoint
-                .tls_config(tls)
+                .tls_config(tls.client_config(&host))
                 .map_err(|error| invalid(error.to_string()))?;
         }
         let prefix = if instance.is_empty() {
@@ -341,9 +345,10 @@ mod tests {
 
     #[tokio::test]
     async fn accepts_grpc_and_grpcs_urls_only() {
-        let plain = BackingCache::connect("grpc://127.0.0.1:8980", "main", 1 << 20).unwrap();
+        let none = BackingTls::default();
+        let plain = BackingCache::connect("grpc://127.0.0.1:8980", "main", 1 << 20, &none).unwrap();
         assert_eq!(plain.prefix, "main/");
-        let tls = BackingCache::connect("grpcs://cache.internal:443/", "", 1 << 20).unwrap();
+        let tls = BackingCache::connect("grpcs://cache.internal:443/", "", 1 << 20, &none).unwrap();
         assert_eq!(tls.prefix, "");
         for bad in [
             "http://127.0.0.1:1",
@@ -351,7 +356,7 @@ mod tests {
             "grpc://bad host:1",
             "127.0.0.1:80",
         ] {
-            let error = BackingCache::connect(bad, "main", 1 << 20).err();
+            let error = BackingCache::connect(bad, "main", 1 << 20, &none).err();
             assert_eq!(
                 error.map(|status| status.code()),
                 Some(Code::InvalidArgument),

@@ -14,6 +14,9 @@ mod action_cache;
 mod backing;
 #[cfg(test)]
 mod backing_tests;
+mod backing_tls;
+#[cfg(test)]
+mod backing_tls_tests;
 mod disk;
 mod lru;
 mod single_flight;
@@ -31,6 +34,7 @@ use tokio::io::AsyncWriteExt;
 
 pub use action_cache::ActionCache;
 pub use backing::{BackingCache, CHUNK_BYTES, read_full};
+pub use backing_tls::{BackingTls, BackingTlsError};
 pub use upload::Upload;
 
 use crate::config::Config;
@@ -52,8 +56,18 @@ pub enum StorageError {
     NotFound(BlobDigest),
     #[error("local storage: {0}")]
     Io(#[from] std::io::Error),
+    /// The backing cache's TLS files could not be read (start-up only).
+    #[error("backing cache TLS: {0}")]
+    BackingTls(#[from] BackingTlsError),
     #[error("backing cache: {0}")]
     Backing(tonic::Status),
+    /// Refused before any byte was stored or read: the blob cannot fit.
+    #[error("blob {digest} is larger than the {max_bytes}-byte CAS can ever hold")]
+    TooLarge { digest: BlobDigest, max_bytes: u64 },
+    /// The local file of a blob does not have the size its index entry (and so its
+    /// digest) names: the disk was changed behind the executor's back.
+    #[error("local file of blob {digest} holds {on_disk} bytes")]
+    Corrupt { digest: BlobDigest, on_disk: u64 },
 }
 
 impl From<StorageError> for tonic::Status {
@@ -66,10 +80,17 @@ impl From<StorageError> for tonic::Status {
             StorageError::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => {
                 tonic::Status::resource_exhausted(error.to_string())
             }
-            StorageError::Io(_) => tonic::Status::internal(error.to_string()),
+            StorageError::Io(_) | StorageError::BackingTls(_) => {
+                tonic::Status::internal(error.to_string())
+            }
             StorageError::Backing(status) => {
                 tonic::Status::unavailable(format!("backing cache: {}", status.message()))
             }
+            // INVALID_ARGUMENT, not RESOURCE_EXHAUSTED: no eviction can ever make room,
+            // and clients (Bazel among them) retry RESOURCE_EXHAUSTED with backoff, which
+            // would only repeat a request that cannot succeed on this server.
+            StorageError::TooLarge { .. } => tonic::Status::invalid_argument(error.to_string()),
+            StorageError::Corrupt { .. } => tonic::Status::data_loss(error.to_string()),
         }
     }
 }
@@ -84,7 +105,16 @@ impl StorageError {
             },
             Self::NotFound(digest) => Self::NotFound(digest.clone()),
             Self::Io(error) => Self::Io(std::io::Error::new(error.kind(), error.to_string())),
+            Self::BackingTls(error) => Self::Io(std::io::Error::other(error.to_string())),
             Self::Backing(status) => Self::Backing(status.clone()),
+            Self::TooLarge { digest, max_bytes } => Self::TooLarge {
+                digest: digest.clone(),
+                max_bytes: *max_bytes,
+            },
+            Self::Corrupt { digest, on_disk } => Self::Corrupt {
+                digest: digest.clone(),
+                on_disk: *on_disk,
+            },
         }
     }
 }
@@ -109,6 +139,8 @@ struct CasInner {
     backing: Option<BackingCache>,
     fetches: SingleFlight<BlobDigest, FetchOutcome>,
     metrics: Metrics,
+    /// `cas_max_bytes`: no single blob larger than this can ever be stored.
+    max_blob_bytes: u64,
 }
 
 impl Cas {
@@ -118,8 +150,13 @@ impl Cas {
         let disk = DiskStore::open(&config.data_dir, config.cas_max_bytes, metrics.clone()).await?;
         let backing = match &config.backing_cache {
             Some(url) => Some(
-                BackingCache::connect(url, &config.backing_instance_name, config.max_message_bytes)
-                    .map_err(StorageError::Backing)?,
+                BackingCache::connect(
+                    url,
+                    &config.backing_instance_name,
+                    config.max_message_bytes,
+                    &BackingTls::from_config(config)?,
+                )
+                .map_err(StorageError::Backing)?,
             ),
             None => None,
         };
@@ -129,6 +166,7 @@ impl Cas {
                 backing,
                 fetches: SingleFlight::default(),
                 metrics,
+                max_blob_bytes: config.cas_max_bytes,
             }),
         })
     }
@@ -159,22 +197,60 @@ impl Cas {
         self.disk().contains(digest)
     }
 
+    /// The largest blob this CAS can hold (`cas_max_bytes`).
+    pub fn max_blob_bytes(&self) -> u64 {
+        self.inner.max_blob_bytes
+    }
+
+    /// Refuses, before anything is stored or fetched, a blob that could never fit.
+    pub fn check_fits(&self, digest: &BlobDigest) -> Result<(), StorageError> {
+        if digest.size() > self.inner.max_blob_bytes {
+            return Err(StorageError::TooLarge {
+                digest: digest.clone(),
+                max_bytes: self.inner.max_blob_bytes,
+            });
+        }
+        Ok(())
+    }
+
     /// A whole blob in memory, fetched from the backing cache if need be. Callers bound
     /// the size (batch limits) before calling; `None` when no tier has it.
+    ///
+    /// The buffer is sized from the open file, never from the digest alone, and only
+    /// after the file was found to have the digest's size: a client-declared size
+    /// allocates nothing until a blob of exactly that size is known to exist.
     pub async fn read_bytes(&self, digest: &BlobDigest) -> Result<Option<Bytes>, StorageError> {
+        use tokio::io::AsyncReadExt as _;
         if digest.is_empty_blob() {
             return Ok(Some(Bytes::new()));
         }
-        let Some(mut file) = self.open_file(digest).await? else {
+        let Some(file) = self.open_file(digest).await? else {
             return Ok(None);
         };
-        let mut data = Vec::with_capacity(digest.size() as usize);
-        tokio::io::AsyncReadExt::read_to_end(&mut file, &mut data).await?;
+        let on_disk = file.metadata().await?.len();
+        let corrupt = || StorageError::Corrupt {
+            digest: digest.clone(),
+            on_disk,
+        };
+        if on_disk != digest.size() {
+            return Err(corrupt());
+        }
+        let capacity = usize::try_from(on_disk).map_err(|_| corrupt())?;
+        let mut data = Vec::with_capacity(capacity);
+        // `take` keeps a file growing behind our back from growing the buffer.
+        file.take(on_disk).read_to_end(&mut data).await?;
+        if data.len() != capacity {
+            return Err(StorageError::Corrupt {
+                digest: digest.clone(),
+                on_disk: data.len() as u64,
+            });
+        }
         Ok(Some(Bytes::from(data)))
     }
 
     /// Stores a whole blob after checking that `data` hashes to `digest`.
     pub async fn write_bytes(&self, digest: &BlobDigest, data: Bytes) -> Result<(), StorageError> {
+        self.check_fits(digest)?;
         let actual = if data.len() < HASH_INLINE_MAX_BYTES {
             BlobDigest::of_bytes(&data)
         } else {
@@ -222,7 +298,9 @@ impl Cas {
     }
 
     /// Starts a streaming upload of `digest` into a temporary file inside the data dir.
+    /// A digest larger than the CAS is refused before any temporary file exists.
     pub async fn start_upload(&self, digest: &BlobDigest) -> Result<Upload, StorageError> {
+        self.check_fits(digest)?;
         let temp = self.disk().new_temp().await?;
         Ok(Upload::new(self.clone(), digest.clone(), temp, true))
     }
@@ -271,6 +349,7 @@ impl Cas {
         let digest = tokio::task::spawn_blocking(move || hash_regular_file(&source))
             .await
             .map_err(std::io::Error::other)??;
+        self.check_fits(&digest)?;
         if let Err(error) = self.disk().commit_path(path, &digest).await {
             // The output directory may sit on another filesystem (EXDEV): copy instead.
             tracing::debug!(%error, path = %path.display(), "rename into the CAS failed, copying");
@@ -328,6 +407,8 @@ impl Cas {
         let Some(backing) = &self.inner.backing else {
             return Ok(false);
         };
+        // A blob the local tier cannot hold is not streamed in only to be thrown away.
+        self.check_fits(digest)?;
         let work = async {
             // A fetch that finished just before this one started already made it local.
             if self.disk().contains(digest) {
