@@ -240,7 +240,7 @@ impl Clients {
                     nanos: timeout.subsec_nanos() as i32,
                 }),
             do_not_cache: spec.do_not_cache,
-            salt: spec.salt.clone().into(),
+            salt: spec.salt.clone(),
             ..Action::default()
         };
         let action_bytes = Bytes::from(action.encode_to_vec());
