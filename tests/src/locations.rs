@@ -101,6 +101,26 @@ fn build_workspace_binaries() -> anyhow::Result<PathBuf> {
     if is_test {
         command.arg("--tests");
     }
+    // Cargo gives a test process the package's own variables (CARGO_PKG_NAME, …). Build
+    // scripts such as ring's rerun when those change, which would make this build and
+    // the surrounding `cargo test` rebuild each other's dependencies every time.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let set_for_tests = ["CARGO_PKG_", "CARGO_BIN_", "CARGO_MANIFEST_"]
+            .iter()
+            .any(|prefix| name.starts_with(prefix))
+            || [
+                "CARGO_CRATE_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+                "CARGO_RUSTC_CURRENT_DIR",
+                "OUT_DIR",
+            ]
+            .contains(&name.as_ref());
+        if set_for_tests {
+            command.env_remove(name.as_ref());
+        }
+    }
     let output = command
         .output()
         .context("running cargo to build remesh-executor (is cargo on PATH?)")?;
