@@ -27,7 +27,7 @@ use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 
 pub use action_cache::ActionCache;
-pub use backing::{BackingCache, CHUNK_BYTES};
+pub use backing::{BackingCache, CHUNK_BYTES, read_full};
 pub use upload::Upload;
 
 use crate::config::Config;
