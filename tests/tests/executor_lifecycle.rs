@@ -128,7 +128,9 @@ async fn stored_content_survives_a_restart_on_the_same_data_dir() -> anyhow::Res
         .await?
         .remove(0);
     drop(clients);
-    let status = first.terminate(EXIT_TIMEOUT)?;
+    // Blocking wait off the runtime thread: the client connection must still be driven
+    // (its HTTP/2 close handshake) while the executor drains.
+    let status = tokio::task::spawn_blocking(move || first.terminate(EXIT_TIMEOUT)).await??;
     assert!(status.success(), "first executor: {status}");
 
     let second = ExecutorOptions::new().data_dir(data_dir.path()).spawn()?;
