@@ -147,8 +147,12 @@ impl Drop for BuildGridServer {
             let _ = killpg(group, Signal::SIGKILL);
             let _ = self.child.wait();
         }
-        if std::thread::panicking() {
-            eprintln!("--- BuildGrid log ---\n{}", self.log());
-        }
+        // Shown by libtest for failed tests only.
+        let log = self.log();
+        let start = (log.len().saturating_sub(8 << 10)..log.len())
+            .find(|&index| log.is_char_boundary(index))
+            .unwrap_or(log.len());
+        let tail = &log[start..];
+        eprintln!("--- BuildGrid log, last lines ---\n{tail}");
     }
 }

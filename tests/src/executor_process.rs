@@ -189,7 +189,8 @@ impl ExecutorOptions {
     }
 }
 
-/// A running `remesh-executor`; killed (SIGKILL, by pid) when dropped.
+/// A running `remesh-executor`; killed (SIGKILL, by pid) when dropped, after which the
+/// end of its log is printed (libtest shows it for failed tests only).
 pub struct ExecutorProcess {
     child: Child,
     ready: Option<ReadyLine>,
@@ -248,13 +249,13 @@ impl ExecutorProcess {
     /// The end of the executor's log, for failure messages.
     pub fn stderr_tail(&self) -> String {
         const TAIL: u64 = 8 << 10;
-        let mut text = String::new();
+        let mut bytes = Vec::new();
         if let Ok(mut file) = File::open(&self.stderr_path) {
             let len = file.metadata().map(|m| m.len()).unwrap_or(0);
             let _ = file.seek(SeekFrom::Start(len.saturating_sub(TAIL)));
-            let _ = file.read_to_string(&mut text);
+            let _ = file.read_to_end(&mut bytes);
         }
-        text
+        String::from_utf8_lossy(&bytes).into_owned()
     }
 }
 
@@ -264,12 +265,12 @@ impl Drop for ExecutorProcess {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
-        if std::thread::panicking() {
-            eprintln!(
-                "--- remesh-executor (pid {}) stderr, last lines ---\n{}",
-                self.child.id(),
-                self.stderr_tail()
-            );
-        }
+        // libtest shows a test's output only when it fails (or with --nocapture), and a
+        // test returning Err is not panicking: print unconditionally.
+        eprintln!(
+            "--- remesh-executor (pid {}) stderr, last lines ---\n{}",
+            self.child.id(),
+            self.stderr_tail()
+        );
     }
 }
