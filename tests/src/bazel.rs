@@ -74,18 +74,46 @@ pub struct BazelWorkspace {
     bazel: PathBuf,
     workspace: PathBuf,
     output_user_root: PathBuf,
-    _dir: TempDir,
+    dir: TempDir,
     _machine_lock: File,
 }
 
 impl BazelWorkspace {
     /// Copies `shared/bazel/` and selects its workspace `name` (hello, fan, fail, big).
     pub fn shared(name: &str) -> anyhow::Result<Self> {
+        let workspace = Self::copy_of_shared(name)?;
+        if !workspace.workspace.join("WORKSPACE").is_file() {
+            bail!("the shared Bazel folder has no workspace {name}");
+        }
+        Ok(workspace)
+    }
+
+    /// A new workspace `name` beside the shared ones (so it can import
+    /// `common.bazelrc` like they do), holding `files` (path, content).
+    pub fn new_beside_shared(name: &str, files: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let workspace = Self::copy_of_shared(name)?;
+        let root = &workspace.workspace;
+        std::fs::create_dir_all(root)?;
+        std::fs::write(
+            root.join(".bazelrc"),
+            "import %workspace%/../common.bazelrc\n",
+        )?;
+        std::fs::write(root.join("WORKSPACE"), "")?;
+        for (path, content) in files {
+            let path = root.join(path);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::write(path, content)?;
+        }
+        Ok(workspace)
+    }
+
+    /// Takes the machine lock, then copies `shared/bazel/` into a fresh temporary
+    /// directory; the workspace is `<copy>/name`.
+    fn copy_of_shared(name: &str) -> anyhow::Result<Self> {
         let bazel = bazel_path()?;
         let source = shared_dir()?.join("bazel");
-        if !source.join(name).join("WORKSPACE").is_file() {
-            bail!("{} has no workspace {name}", source.display());
-        }
         let machine_lock = lock_machine()?;
         let dir = tempfile::Builder::new().prefix("remesh-bazel-").tempdir()?;
         copy_tree(&source, &dir.path().join("src"))?;
@@ -93,38 +121,7 @@ impl BazelWorkspace {
             bazel,
             workspace: dir.path().join("src").join(name),
             output_user_root: dir.path().join("out"),
-            _dir: dir,
-            _machine_lock: machine_lock,
-        })
-    }
-
-    /// A new workspace `name` beside the shared ones (so it can import
-    /// `common.bazelrc` like they do), holding `files` (path, content).
-    pub fn new_beside_shared(name: &str, files: &[(&str, &str)]) -> anyhow::Result<Self> {
-        let bazel = bazel_path()?;
-        let source = shared_dir()?.join("bazel");
-        let machine_lock = lock_machine()?;
-        let dir = tempfile::Builder::new().prefix("remesh-bazel-").tempdir()?;
-        copy_tree(&source, &dir.path().join("src"))?;
-        let workspace = dir.path().join("src").join(name);
-        std::fs::create_dir_all(&workspace)?;
-        std::fs::write(
-            workspace.join(".bazelrc"),
-            "import %workspace%/../common.bazelrc\n",
-        )?;
-        std::fs::write(workspace.join("WORKSPACE"), "")?;
-        for (path, content) in files {
-            let path = workspace.join(path);
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent)?;
-            }
-            std::fs::write(path, content)?;
-        }
-        Ok(Self {
-            bazel,
-            workspace,
-            output_user_root: dir.path().join("out"),
-            _dir: dir,
+            dir,
             _machine_lock: machine_lock,
         })
     }
@@ -136,7 +133,7 @@ impl BazelWorkspace {
 
     /// Runs `bazel --output_user_root=… ARGS` in the workspace under `timeout`.
     pub fn run(&self, args: &[&str]) -> anyhow::Result<BazelOutcome> {
-        let log_path = self._dir.path().join("bazel-command.log");
+        let log_path = self.dir.path().join("bazel-command.log");
         let log = File::create(&log_path)?;
         let status = Command::new("timeout")
             .arg(COMMAND_TIMEOUT_SECS.to_string())

@@ -4,7 +4,6 @@
 //! every few milliseconds and fail with a message naming what they waited for.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
@@ -51,17 +50,6 @@ pub fn poll_until_blocking<T>(
         }
         std::thread::sleep(POLL_INTERVAL);
     }
-}
-
-/// Waits until something accepts TCP connections on `addr`.
-pub fn wait_for_listener(what: &str, addr: SocketAddr, timeout: Duration) -> anyhow::Result<()> {
-    poll_until_blocking(what, timeout, || {
-        Ok(
-            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200))
-                .ok()
-                .map(drop),
-        )
-    })
 }
 
 /// A loopback port that was free a moment ago, for servers (BuildGrid) that cannot be
