@@ -18,6 +18,7 @@ use remesh_proto::load::LoadReport;
 use remesh_proto::longrunning;
 use remesh_proto::reapi::{ExecuteRequest, ExecuteResponse};
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::digest::BlobDigest;
@@ -58,6 +59,9 @@ struct EngineInner {
     queue: Arc<ActionQueue<Job>>,
     runner: ActionRunner,
     accepting: AtomicBool,
+    /// Fired when the drain is over, to end endless streams (Load.Watch) so the
+    /// servers' graceful shutdown does not wait for them forever.
+    drained: CancellationToken,
     keepalive_interval: Duration,
 }
 
@@ -84,6 +88,7 @@ impl Engine {
             registry: OperationRegistry::new(config.operation_retention, max_retained),
             queue: queue.clone(),
             accepting: AtomicBool::new(true),
+            drained: CancellationToken::new(),
             keepalive_interval: config.keepalive_interval,
         });
         tokio::spawn(remove_stale_work_dirs(
@@ -250,6 +255,12 @@ impl Engine {
             }
             let _ = tokio::time::timeout(KILL_REPORT_TIMEOUT, load.wait_for(idle)).await;
         }
+        inner.drained.cancel();
+    }
+
+    /// Fires once `drain` is over.
+    pub fn drained(&self) -> CancellationToken {
+        self.inner.drained.clone()
     }
 }
 
@@ -362,3 +373,7 @@ fn limits(config: &Config) -> ActionLimits {
 #[cfg(test)]
 #[path = "engine_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "engine_flow_tests.rs"]
+mod flow_tests;
