@@ -93,6 +93,12 @@ impl Clients {
     /// Uploads `data` through ByteStream Write in 1 MiB chunks; returns its digest.
     pub async fn upload(&self, data: Bytes) -> anyhow::Result<Digest> {
         let digest = blob_digest(&data);
+        self.upload_as(&digest, data).await?;
+        Ok(digest)
+    }
+
+    /// Uploads `data` under `digest` as given (hashed beforehand, or deliberately wrong).
+    pub async fn upload_as(&self, digest: &Digest, data: Bytes) -> anyhow::Result<()> {
         let resource_name = format!(
             "{}uploads/{}/blobs/{}/{}",
             self.resource_prefix(),
@@ -132,7 +138,7 @@ impl Clients {
                 response.committed_size
             );
         }
-        Ok(digest)
+        Ok(())
     }
 
     /// Reads a whole blob through ByteStream Read.
