@@ -201,3 +201,29 @@ async fn an_action_result_written_is_read_back_and_an_unknown_one_is_not_found()
     assert_eq!(read.exit_code, 0);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_bytestream_write_that_does_not_match_its_digest_is_refused() -> anyhow::Result<()> {
+    let executor = ExecutorProcess::spawn()?;
+    let clients = executor.clients("main").await?;
+    let data = patterned(2 * 1024 * 1024 + 5, 7);
+    let mut claimed = blob_digest(&data);
+    claimed.hash = blob_digest(b"some other content").hash;
+
+    let error = clients
+        .upload_as(&claimed, data)
+        .await
+        .expect_err("a write whose content does not hash to its name must fail");
+    let status = error
+        .chain()
+        .find_map(|cause| cause.downcast_ref::<tonic::Status>())
+        .unwrap_or_else(|| panic!("not a gRPC status: {error:#}"));
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    let missing = clients.find_missing(std::slice::from_ref(&claimed)).await?;
+    assert_eq!(
+        missing,
+        vec![claimed],
+        "a blob that failed its digest check is visible"
+    );
+    Ok(())
+}
