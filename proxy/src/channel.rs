@@ -79,18 +79,31 @@ pub enum ChannelError {
     },
     #[error("connecting to {endpoint}: timed out after {after:?}")]
     ConnectTimeout { endpoint: String, after: Duration },
-    #[error("HTTP/2 handshake with {endpoint}: {source}")]
+    #[error("HTTP/2 handshake with {endpoint}: {}", error_chain(source))]
     Handshake {
         endpoint: String,
         source: hyper::Error,
     },
-    #[error("request to {endpoint}: {source}")]
+    #[error("request to {endpoint}: {}", error_chain(source))]
     Request {
         endpoint: String,
         source: hyper::Error,
     },
     #[error("bad request URI: {0}")]
     Uri(#[from] http::Error),
+}
+
+/// An error and its causes on one line: hyper's own message ("http2 error") says
+/// little without the h2 reason beneath it.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    text
 }
 
 /// Tuning shared by every upstream connection.

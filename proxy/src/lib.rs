@@ -13,11 +13,18 @@
 //!   re-encoding.
 //! - `operation_name`: `remesh/<node_id>/<backend name>`.
 //! - `hop`: the single-hop rule for forwarded requests.
+//! - `membership`: SWIM gossip (foca) over UDP, load records as broadcasts, the
+//!   published cluster view.
+//! - `mesh`: the router's side of the cluster: view, peer channels, own forwards.
+//! - `balance`: `PeerSelector` policies, pure functions of a load snapshot.
+//! - `admin`: `/metrics`, `/healthz`, `/readyz`, `/cluster`.
 //! - `load`: a node's load, from the executor or counted by the proxy.
 //! - `metrics`: Prometheus families.
 //! - `body`: the body type every layer passes on.
 #![forbid(unsafe_code)]
 
+pub mod admin;
+pub mod balance;
 pub mod body;
 pub mod channel;
 pub mod config;
@@ -26,6 +33,8 @@ pub mod grpc_method;
 pub mod grpc_server;
 pub mod hop;
 pub mod load;
+pub mod membership;
+pub mod mesh;
 pub mod metrics;
 pub mod operation_name;
 pub mod route;

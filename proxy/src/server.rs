@@ -13,12 +13,17 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::{self, AdminState};
+use crate::balance;
 use crate::channel::{ChannelSettings, Endpoint, Http2Channel};
 use crate::config::{BackendMode, Config, ConfigError};
 use crate::edge::EdgeLayer;
 use crate::load::{LoadRecord, OpenExecutions, executor_watch};
+use crate::membership::identity::generation_now;
+use crate::membership::{self, ClusterView, MemberIdentity, MembershipSettings};
+use crate::mesh::Mesh;
 use crate::metrics::ProxyMetrics;
-use crate::route::{Router, RouterConfig, SingleNode};
+use crate::route::{Router, RouterConfig};
 
 /// How long open streams may go on after shutdown before connections are closed.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -107,15 +112,55 @@ pub async fn run(
             field: "backend",
             reason: error.to_string(),
         })?;
-    let backend = Arc::new(Http2Channel::new(backend_endpoint, settings));
+    let backend = Arc::new(Http2Channel::new(backend_endpoint, settings.clone()));
+    let identity = MemberIdentity {
+        node_id: node_id.clone(),
+        gossip_addr: advertised(
+            "gossip_advertise",
+            config.gossip_advertise,
+            listeners.gossip.local_addr()?,
+        )?,
+        grpc_addr: advertised(
+            "grpc_advertise",
+            config.grpc_advertise,
+            listeners.grpc.local_addr()?,
+        )?,
+        generation: generation_now(),
+    };
 
     let (local_load, open_executions) = start_load_source(&config, &shutdown);
-    let _ = local_load;
+    let mesh = Arc::new(Mesh::new(
+        ClusterView::alone(identity.clone(), *local_load.borrow()),
+        local_load.clone(),
+        balance::selector_for(config.policy, config.affinity_load_factor),
+        settings,
+    ));
+    let membership = tokio::spawn(membership::run(
+        MembershipSettings {
+            identity,
+            join: config.join.clone(),
+            join_interval: config.join_interval,
+            load_heartbeat: config.load_heartbeat,
+        },
+        listeners.gossip,
+        local_load,
+        mesh.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+    let admin = tokio::spawn(admin::serve(
+        listeners.admin,
+        AdminState {
+            metrics: metrics.clone(),
+            mesh: mesh.clone(),
+        },
+        shutdown.clone(),
+    ));
 
     let router = Router::new(RouterConfig {
         node_id,
         backend,
-        peers: Arc::new(SingleNode),
+        peers: mesh,
         max_message_bytes: config.max_message_bytes,
         pass_unknown_methods: config.pass_unknown_methods,
         open_executions,
@@ -123,12 +168,13 @@ pub async fn run(
     });
     let stack = tower::util::BoxCloneService::new(
         tower::ServiceBuilder::new()
-            .layer(EdgeLayer::new(metrics.clone()))
+            .layer(EdgeLayer::new(metrics))
             .service(router),
     );
-    drop(listeners.admin);
-    drop(listeners.gossip);
     crate::grpc_server::serve(listeners.grpc, stack, shutdown, SHUTDOWN_GRACE).await;
+    // Both stop on the same token; wait so the leave announcement goes out.
+    let _ = membership.await;
+    let _ = admin.await;
     Ok(())
 }
 

@@ -168,12 +168,15 @@ impl tower::Service<ProxyRequest> for Router {
     }
 }
 
-/// A copy of a request head (extensions aside) for a second attempt elsewhere.
+/// A copy of a request head (extensions aside) for a re-sent body. The body is
+/// rebuilt by the proxy, so a `content-length` from the client no longer applies
+/// (HTTP/2 resets a stream whose length disagrees with it).
 pub(crate) fn copy_head(parts: &http::request::Parts) -> http::request::Parts {
     let mut request = http::Request::new(());
     *request.method_mut() = parts.method.clone();
     *request.uri_mut() = parts.uri.clone();
     *request.version_mut() = parts.version;
     *request.headers_mut() = parts.headers.clone();
+    request.headers_mut().remove(http::header::CONTENT_LENGTH);
     request.into_parts().0
 }

@@ -11,7 +11,7 @@ use crate::wire::grpc_frame;
 use crate::wire::operation_rewrite::OperationShape;
 use crate::wire::request_message;
 
-use super::{RouteError, Router};
+use super::{RouteError, Router, copy_head};
 
 /// Operation-name requests are one short string and little else.
 const MAX_NAME_REQUEST_BYTES: usize = 64 << 10;
@@ -23,7 +23,7 @@ impl Router {
         request: ProxyRequest,
     ) -> Result<ProxyResponse, BoxError> {
         let config = &self.state.config;
-        let (mut parts, body) = request.into_parts();
+        let (parts, body) = request.into_parts();
         let message = request_message::read_single(body, MAX_NAME_REQUEST_BYTES).await?;
         let name = request_message::operation_name(&message)?;
         let name = OperationName::parse(&name).map_err(RouteError::from)?;
@@ -37,7 +37,7 @@ impl Router {
                 // Cancel and Delete answer google.protobuf.Empty.
                 _ => None,
             };
-            let request = http::Request::from_parts(parts, body::full(local));
+            let request = http::Request::from_parts(copy_head(&parts), body::full(local));
             return self.forward_local(request, rename).await;
         }
         // A forwarded request naming a third node means the views disagree; answering
@@ -49,8 +49,10 @@ impl Router {
             .peers
             .peer_channel(&name.node_id)
             .ok_or_else(|| RouteError::UnknownNode(name.node_id.clone()))?;
-        hop::mark_forwarded(&mut parts.headers);
-        let request = http::Request::from_parts(parts, body::full(grpc_frame::encode(&message)));
+        // A fresh head: the server-side request's extensions mean nothing upstream.
+        let mut head = copy_head(&parts);
+        hop::mark_forwarded(&mut head.headers);
+        let request = http::Request::from_parts(head, body::full(grpc_frame::encode(&message)));
         let response = channel.send(request).await?;
         Ok(response.map(body::boxed))
     }

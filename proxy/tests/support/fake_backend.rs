@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use remesh_proto::bytestream::byte_stream_server::{ByteStream, ByteStreamServer};
 use remesh_proto::bytestream::{
     QueryWriteStatusRequest, QueryWriteStatusResponse, ReadRequest, ReadResponse, WriteRequest,
@@ -102,6 +102,14 @@ impl Execution for FakeBackend {
         self.recorded.lock().unwrap().executes += 1;
         let hash = request.action_digest.map(|d| d.hash).unwrap_or_default();
         let name = backend_operation_name(&request.instance_name, &hash);
+        if request.instance_name == "hold" {
+            // One update, then the stream stays open until the client leaves: an
+            // action that keeps a runner busy.
+            let first = futures::stream::iter(vec![Ok(operation(name, false))]);
+            return Ok(Response::new(Box::pin(
+                first.chain(futures::stream::pending()),
+            )));
+        }
         let updates = vec![
             Ok(operation(name.clone(), false)),
             Ok(operation(name, true)),

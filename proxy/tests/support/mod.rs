@@ -81,3 +81,50 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A plain HTTP/1.0 GET: (status code, body). Enough for the admin port.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        .await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// The `/cluster` report of a proxy.
+pub async fn cluster(admin: std::net::SocketAddr) -> Option<remesh_proxy::admin::ClusterReport> {
+    let (status, body) = http_get(admin, "/cluster").await.ok()?;
+    (status == 200).then(|| serde_json::from_str(&body).ok())?
+}
+
+/// Waits until `admin`'s view has `node` in `state`.
+pub async fn wait_member_state(
+    admin: std::net::SocketAddr,
+    node: &str,
+    state: &str,
+    deadline: Duration,
+) {
+    eventually(&format!("{node} {state} at {admin}"), deadline, || async {
+        let report = cluster(admin).await?;
+        report
+            .members
+            .iter()
+            .any(|m| {
+                m.node_id == node && m.state == state && (state != "alive" || m.load.is_some())
+            })
+            .then_some(())
+    })
+    .await
+}
