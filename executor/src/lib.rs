@@ -10,6 +10,7 @@
 //! - `digest`: validated SHA-256 digests, the names of blobs.
 //! - `storage`: disk CAS with LRU eviction, action cache, optional backing cache.
 //! - `execution`: operations, the bounded queue, runners and the action lifecycle.
+//! - `resource_name`: ByteStream resource names, parsed and validated.
 //! - `service`: one file per gRPC service, translating requests into calls on the above.
 //! - `server`: binds every service to its port and runs until shutdown.
 //! - `metrics`: Prometheus counters and the `/metrics` endpoint.
@@ -19,6 +20,7 @@ pub mod config;
 pub mod digest;
 pub mod execution;
 pub mod metrics;
+pub mod resource_name;
 pub mod server;
 pub mod service;
 pub mod storage;

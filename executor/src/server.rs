@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 
 use crate::config::Config;
+use crate::execution::Engine;
 use crate::metrics::{self, Metrics};
 use crate::storage::{ActionCache, Cas, StorageError};
 
@@ -74,6 +75,7 @@ pub struct Executor {
     metrics: Metrics,
     cas: Cas,
     action_cache: ActionCache,
+    engine: Engine,
 }
 
 impl Executor {
@@ -88,11 +90,13 @@ impl Executor {
         let metrics = Metrics::new();
         let cas = Cas::open(&config, metrics.clone()).await?;
         let action_cache = ActionCache::open(&config, cas.clone()).await?;
+        let engine = Engine::start(&config, cas.clone(), action_cache.clone(), metrics.clone());
         Ok(Self {
             config,
             metrics,
             cas,
             action_cache,
+            engine,
         })
     }
 
@@ -107,20 +111,24 @@ impl Executor {
             metrics,
             cas,
             action_cache,
+            engine,
         } = self;
-        let _ = (&config, &cas, &action_cache);
-        let (_health_reporter, health_service) = tonic_health::server::health_reporter();
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        let health_service = health_service.max_decoding_message_size(config.max_message_bytes);
 
         let stop_serving = CancellationToken::new();
-        let main_server = Server::builder()
+        let main_router = Server::builder()
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
-            .add_service(health_service.clone())
+            .add_service(health_service.clone());
+        let main_router =
+            crate::service::add_storage_services(main_router, &config, &cas, &action_cache);
+        let main_server = crate::service::add_execution_services(main_router, &config, &engine)
             .serve_with_incoming_shutdown(
                 TcpListenerStream::new(listeners.grpc),
                 stop_serving.clone().cancelled_owned(),
             );
-        let load_server = Server::builder()
-            .add_service(health_service)
+        let load_router = Server::builder().add_service(health_service);
+        let load_server = crate::service::add_load_service(load_router, &config, &engine)
             .serve_with_incoming_shutdown(
                 TcpListenerStream::new(listeners.load),
                 stop_serving.clone().cancelled_owned(),
@@ -131,6 +139,12 @@ impl Executor {
         let drain = async {
             shutdown.cancelled().await;
             tracing::info!("shutting down: no new work, draining running actions");
+            // Proxies stop sending work as soon as health says so; Execute refuses with
+            // UNAVAILABLE meanwhile, and WaitExecution is served until the drain ends.
+            health_reporter
+                .set_service_status("", tonic_health::ServingStatus::NotServing)
+                .await;
+            engine.drain(config.shutdown_grace).await;
             stop_serving.cancel();
         };
         let (main_result, load_result, (), ()) =

@@ -1,2 +1,123 @@
 //! One file per gRPC service: each translates requests into calls on `storage` and
 //! `execution`, validates what the client sent, and maps errors to precise statuses.
+
+mod action_cache;
+mod bytestream;
+mod capabilities;
+mod cas;
+mod execution;
+mod load;
+mod operations;
+
+use remesh_proto::reapi::digest_function;
+use tonic::Status;
+use tonic::transport::server::Router;
+
+pub use action_cache::ActionCacheService;
+pub use bytestream::ByteStreamService;
+pub use capabilities::CapabilitiesService;
+pub use cas::CasService;
+pub use execution::ExecutionService;
+pub use load::LoadService;
+pub use operations::OperationsService;
+
+use crate::config::Config;
+use crate::digest::{BlobDigest, DigestError};
+use crate::execution::Engine;
+use crate::storage::{ActionCache, Cas};
+
+/// Adds Capabilities, ContentAddressableStorage, ByteStream and ActionCache to `router`,
+/// each limited to `config.max_message_bytes` per message both ways.
+pub fn add_storage_services(
+    router: Router,
+    config: &Config,
+    cas: &Cas,
+    action_cache: &ActionCache,
+) -> Router {
+    use remesh_proto::bytestream::byte_stream_server::ByteStreamServer;
+    use remesh_proto::reapi::action_cache_server::ActionCacheServer;
+    use remesh_proto::reapi::capabilities_server::CapabilitiesServer;
+    use remesh_proto::reapi::content_addressable_storage_server::ContentAddressableStorageServer;
+
+    let limit = config.max_message_bytes;
+    router
+        .add_service(
+            CapabilitiesServer::new(CapabilitiesService::new(config))
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
+        )
+        .add_service(
+            ContentAddressableStorageServer::new(CasService::new(config, cas.clone()))
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
+        )
+        .add_service(
+            ByteStreamServer::new(ByteStreamService::new(cas.clone()))
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
+        )
+        .add_service(
+            ActionCacheServer::new(ActionCacheService::new(action_cache.clone()))
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
+        )
+}
+
+/// Adds Execution and google.longrunning.Operations to `router`, each limited to
+/// `config.max_message_bytes` per message both ways.
+pub fn add_execution_services(router: Router, config: &Config, engine: &Engine) -> Router {
+    use remesh_proto::longrunning::operations_server::OperationsServer;
+    use remesh_proto::reapi::execution_server::ExecutionServer;
+
+    let limit = config.max_message_bytes;
+    router
+        .add_service(
+            ExecutionServer::new(ExecutionService::new(engine.clone()))
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
+        )
+        .add_service(
+            OperationsServer::new(OperationsService::new(engine.clone()))
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
+        )
+}
+
+/// Adds `remesh.load.v1.Load` to `router`.
+pub fn add_load_service(router: Router, config: &Config, engine: &Engine) -> Router {
+    use remesh_proto::load::load_server::LoadServer;
+
+    router.add_service(
+        LoadServer::new(LoadService::new(engine.clone()))
+            .max_decoding_message_size(config.max_message_bytes),
+    )
+}
+
+/// Refuses any digest function but SHA-256 (0 means "the default", SHA-256 here).
+pub(crate) fn check_digest_function(value: i32) -> Result<(), Status> {
+    if value == 0 || value == digest_function::Value::Sha256 as i32 {
+        Ok(())
+    } else {
+        Err(Status::invalid_argument(format!(
+            "digest function {value} is not supported: this server uses SHA-256 only"
+        )))
+    }
+}
+
+/// Validates a digest a client sent, naming the field in the error.
+pub(crate) fn client_digest(
+    field: &str,
+    digest: Option<&remesh_proto::reapi::Digest>,
+) -> Result<BlobDigest, Status> {
+    BlobDigest::from_field(digest)
+        .map_err(|error: DigestError| Status::invalid_argument(format!("{field}: {error}")))
+}
+
+/// A `tonic::Status` as the `google.rpc.Status` of a per-item batch response.
+pub(crate) fn rpc_status(status: &Status) -> remesh_proto::rpc::Status {
+    remesh_proto::rpc::Status {
+        code: status.code() as i32,
+        message: status.message().to_owned(),
+        details: Vec::new(),
+    }
+}

@@ -9,14 +9,32 @@
 //! before a blob becomes visible, writes are atomic: temp file + rename), and every path
 //! this module touches lies inside `data_dir`.
 
+mod action_cache;
+mod backing;
+mod disk;
+mod lru;
+mod single_flight;
+#[cfg(test)]
+mod tests;
+mod upload;
+
+use std::io::Read as _;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
-use remesh_proto::reapi::ActionResult;
+use tokio::io::AsyncWriteExt;
+
+pub use action_cache::ActionCache;
+pub use backing::{BackingCache, CHUNK_BYTES, read_full};
+pub use upload::Upload;
 
 use crate::config::Config;
-use crate::digest::BlobDigest;
+use crate::digest::{BlobDigest, DigestHasher};
 use crate::metrics::Metrics;
+use disk::DiskStore;
+use single_flight::SingleFlight;
 
 /// Why a storage operation failed, and whether anything changed (it never did: a failed
 /// write leaves no blob behind).
@@ -50,16 +68,63 @@ impl From<StorageError> for tonic::Status {
     }
 }
 
+impl StorageError {
+    /// A copy for every waiter of a merged fetch (`io::Error` is not `Clone`).
+    fn duplicate(&self) -> Self {
+        match self {
+            Self::DigestMismatch { expected, actual } => Self::DigestMismatch {
+                expected: expected.clone(),
+                actual: actual.clone(),
+            },
+            Self::NotFound(digest) => Self::NotFound(digest.clone()),
+            Self::Io(error) => Self::Io(std::io::Error::new(error.kind(), error.to_string())),
+            Self::Backing(status) => Self::Backing(status.clone()),
+        }
+    }
+}
+
+/// Files read or hashed in one piece of blocking work at a time.
+const HASH_BUFFER_BYTES: usize = 256 << 10;
+
+/// Blobs at least this large are hashed off the async runtime's worker threads.
+const HASH_INLINE_MAX_BYTES: usize = 256 << 10;
+
+/// The outcome of a merged backing fetch: whether the blob is now local.
+type FetchOutcome = Result<bool, Arc<StorageError>>;
+
 /// The CAS: cheap to clone, shared by every service and runner.
 #[derive(Clone)]
-pub struct Cas {}
+pub struct Cas {
+    inner: Arc<CasInner>,
+}
+
+struct CasInner {
+    disk: DiskStore,
+    backing: Option<BackingCache>,
+    fetches: SingleFlight<BlobDigest, FetchOutcome>,
+    metrics: Metrics,
+}
 
 impl Cas {
     /// Opens (or creates) the CAS under `config.data_dir`, indexing what a previous run
     /// left there, and connects the backing cache if one is configured.
     pub async fn open(config: &Config, metrics: Metrics) -> Result<Self, StorageError> {
-        let _ = (config, metrics);
-        todo!()
+        let disk = DiskStore::open(&config.data_dir, config.cas_max_bytes, metrics.clone()).await?;
+        let backing = match &config.backing_cache {
+            Some(url) => Some(
+                BackingCache::connect(url, &config.backing_instance_name, config.max_message_bytes)
+                    .map_err(StorageError::Backing)?,
+            ),
+            None => None,
+        };
+        Ok(Self {
+            inner: Arc::new(CasInner {
+                disk,
+                backing,
+                fetches: SingleFlight::default(),
+                metrics,
+            }),
+        })
     }
 
     /// The digests of `digests` that neither tier holds, in request order.
@@ -67,21 +132,72 @@ impl Cas {
         &self,
         digests: &[BlobDigest],
     ) -> Result<Vec<BlobDigest>, StorageError> {
-        let _ = digests;
-        todo!()
+        let disk = self.disk();
+        // Asking is a use: Bazel asks right before it relies on a blob being there.
+        let local_missing: Vec<BlobDigest> = digests
+            .iter()
+            .filter(|digest| !disk.touch(digest))
+            .cloned()
+            .collect();
+        match &self.inner.backing {
+            Some(backing) if !local_missing.is_empty() => backing
+                .find_missing(&local_missing)
+                .await
+                .map_err(StorageError::Backing),
+            _ => Ok(local_missing),
+        }
+    }
+
+    /// Whether the local tier holds the blob (no backing-cache round trip).
+    pub fn contains_local(&self, digest: &BlobDigest) -> bool {
+        self.disk().contains(digest)
     }
 
     /// A whole blob in memory, fetched from the backing cache if need be. Callers bound
     /// the size (batch limits) before calling; `None` when no tier has it.
     pub async fn read_bytes(&self, digest: &BlobDigest) -> Result<Option<Bytes>, StorageError> {
-        let _ = digest;
-        todo!()
+        if digest.is_empty_blob() {
+            return Ok(Some(Bytes::new()));
+        }
+        let Some(mut file) = self.open_file(digest).await? else {
+            return Ok(None);
+        };
+        let mut data = Vec::with_capacity(digest.size() as usize);
+        tokio::io::AsyncReadExt::read_to_end(&mut file, &mut data).await?;
+        Ok(Some(Bytes::from(data)))
     }
 
     /// Stores a whole blob after checking that `data` hashes to `digest`.
     pub async fn write_bytes(&self, digest: &BlobDigest, data: Bytes) -> Result<(), StorageError> {
-        let _ = (digest, data);
-        todo!()
+        let actual = if data.len() < HASH_INLINE_MAX_BYTES {
+            BlobDigest::of_bytes(&data)
+        } else {
+            let data = data.clone();
+            tokio::task::spawn_blocking(move || BlobDigest::of_bytes(&data))
+                .await
+                .map_err(std::io::Error::other)?
+        };
+        if &actual != digest {
+            return Err(StorageError::DigestMismatch {
+                expected: digest.clone(),
+                actual,
+            });
+        }
+        if self.disk().touch(digest) {
+            return Ok(());
+        }
+        let mut temp = self.disk().new_temp().await?;
+        temp.file.write_all(&data).await?;
+        temp.file.flush().await?;
+        drop(temp.file);
+        self.disk().commit(temp.path, digest).await?;
+        if let Some(backing) = &self.inner.backing {
+            backing
+                .write_bytes(digest, data)
+                .await
+                .map_err(StorageError::Backing)?;
+        }
+        Ok(())
     }
 
     /// An open file holding the blob (made local first when only the backing cache has
@@ -90,14 +206,19 @@ impl Cas {
         &self,
         digest: &BlobDigest,
     ) -> Result<Option<tokio::fs::File>, StorageError> {
-        let _ = digest;
-        todo!()
+        if let Some(file) = self.disk().open_blob(digest).await? {
+            return Ok(Some(file));
+        }
+        if !self.fetch_from_backing(digest).await? {
+            return Ok(None);
+        }
+        Ok(self.disk().open_blob(digest).await?)
     }
 
     /// Starts a streaming upload of `digest` into a temporary file inside the data dir.
     pub async fn start_upload(&self, digest: &BlobDigest) -> Result<Upload, StorageError> {
-        let _ = digest;
-        todo!()
+        let temp = self.disk().new_temp().await?;
+        Ok(Upload::new(self.clone(), digest.clone(), temp, true))
     }
 
     /// Copies a blob to `dest` (a new file; parents exist), with the executable bit as
@@ -109,65 +230,166 @@ impl Cas {
         dest: &Path,
         executable: bool,
     ) -> Result<(), StorageError> {
-        let _ = (digest, dest, executable);
-        todo!()
+        // Holding the open source file makes the copy immune to a concurrent eviction.
+        let source = if digest.is_empty_blob() {
+            None
+        } else {
+            let file = self.open_file(digest).await?;
+            Some(
+                file.ok_or_else(|| StorageError::NotFound(digest.clone()))?
+                    .into_std()
+                    .await,
+            )
+        };
+        let dest = dest.to_owned();
+        let mode = if executable { 0o555 } else { 0o444 };
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let mut target = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&dest)?;
+            if let Some(mut source) = source {
+                std::io::copy(&mut source, &mut target)?;
+            }
+            target.set_permissions(std::fs::Permissions::from_mode(mode))
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        Ok(())
     }
 
     /// Hashes the file at `path` and moves it into the CAS (the caller gives it up), then
     /// writes it through to the backing cache. Used for action outputs.
     pub async fn ingest_file(&self, path: &Path) -> Result<BlobDigest, StorageError> {
-        let _ = path;
-        todo!()
+        let source = path.to_owned();
+        let digest = tokio::task::spawn_blocking(move || hash_regular_file(&source))
+            .await
+            .map_err(std::io::Error::other)??;
+        if let Err(error) = self.disk().commit_path(path, &digest).await {
+            // The output directory may sit on another filesystem (EXDEV): copy instead.
+            tracing::debug!(%error, path = %path.display(), "rename into the CAS failed, copying");
+            let mut upload = self.start_upload(&digest).await?;
+            let mut file = tokio::fs::File::open(path).await?;
+            let mut buffer = vec![0u8; HASH_BUFFER_BYTES];
+            loop {
+                let n = backing::read_full(&mut file, &mut buffer).await?;
+                if n == 0 {
+                    break;
+                }
+                upload.write(&buffer[..n]).await?;
+            }
+            upload.commit().await?;
+            return Ok(digest);
+        }
+        self.write_through_file(&digest).await?;
+        Ok(digest)
     }
 
     /// Where temporary files and work directories may live: on the CAS's filesystem, so
     /// renames into the CAS are atomic.
     pub fn scratch_dir(&self) -> PathBuf {
-        todo!()
-    }
-}
-
-/// A streaming upload: chunks are hashed as they are written; `commit` verifies and
-/// renames into place, so a failed or abandoned upload leaves nothing visible.
-pub struct Upload {}
-
-impl Upload {
-    pub async fn write(&mut self, chunk: &[u8]) -> Result<(), StorageError> {
-        let _ = chunk;
-        todo!()
+        self.disk().tmp_dir().to_owned()
     }
 
-    /// Bytes written so far (the `committed_size` of QueryWriteStatus).
-    pub fn written(&self) -> u64 {
-        todo!()
+    fn disk(&self) -> &DiskStore {
+        &self.inner.disk
     }
 
-    pub async fn commit(self) -> Result<(), StorageError> {
-        todo!()
-    }
-}
-
-/// The action cache: action digest → ActionResult.
-#[derive(Clone)]
-pub struct ActionCache {}
-
-impl ActionCache {
-    pub async fn open(config: &Config, cas: Cas) -> Result<Self, StorageError> {
-        let _ = (config, cas);
-        todo!()
+    pub(crate) fn backing(&self) -> Option<&BackingCache> {
+        self.inner.backing.as_ref()
     }
 
-    pub async fn get(&self, action: &BlobDigest) -> Result<Option<ActionResult>, StorageError> {
-        let _ = action;
-        todo!()
+    /// Writes a local blob to the backing cache, if one is configured.
+    async fn write_through_file(&self, digest: &BlobDigest) -> Result<(), StorageError> {
+        let Some(backing) = &self.inner.backing else {
+            return Ok(());
+        };
+        let file = self
+            .disk()
+            .open_blob(digest)
+            .await?
+            .ok_or_else(|| StorageError::NotFound(digest.clone()))?;
+        backing
+            .write_file(digest, file)
+            .await
+            .map_err(StorageError::Backing)
     }
 
-    pub async fn put(
+    /// Makes a blob local by streaming it from the backing cache; concurrent fetches of
+    /// one blob are merged. Returns false when the backing cache does not have it (or
+    /// there is none).
+    async fn fetch_from_backing(&self, digest: &BlobDigest) -> Result<bool, StorageError> {
+        let Some(backing) = &self.inner.backing else {
+            return Ok(false);
+        };
+        let work = async {
+            // A fetch that finished just before this one started already made it local.
+            if self.disk().contains(digest) {
+                return Ok(true);
+            }
+            self.fetch_once(backing, digest).await.map_err(Arc::new)
+        };
+        self.inner
+            .fetches
+            .run(digest, work)
+            .await
+            .map_err(|error| error.duplicate())
+    }
+
+    async fn fetch_once(
         &self,
-        action: &BlobDigest,
-        result: &ActionResult,
-    ) -> Result<(), StorageError> {
-        let _ = (action, result);
-        todo!()
+        backing: &BackingCache,
+        digest: &BlobDigest,
+    ) -> Result<bool, StorageError> {
+        let temp = self.disk().new_temp().await?;
+        let upload =
+            tokio::sync::Mutex::new(Upload::new(self.clone(), digest.clone(), temp, false));
+        let found = backing
+            .read(digest, |chunk| {
+                let upload = &upload;
+                async move {
+                    upload.lock().await.write(&chunk).await.map_err(|error| {
+                        tonic::Status::internal(format!("storing a fetched blob: {error}"))
+                    })
+                }
+            })
+            .await
+            .map_err(StorageError::Backing)?;
+        if !found {
+            return Ok(false);
+        }
+        match upload.into_inner().commit().await {
+            Ok(()) => {
+                self.inner.metrics.backing_fetches_total.inc();
+                Ok(true)
+            }
+            // The backing cache holds a corrupt blob: that is not the client's fault.
+            Err(StorageError::DigestMismatch { actual, .. }) => Err(StorageError::Backing(
+                tonic::Status::data_loss(format!("backing cache returned {actual} for {digest}")),
+            )),
+            Err(error) => Err(error),
+        }
+    }
+}
+
+/// The digest of a regular file, read in bounded pieces. Refuses symlinks and special
+/// files: moving a symlink into the CAS would store the link, not content.
+fn hash_regular_file(path: &Path) -> std::io::Result<BlobDigest> {
+    let metadata = std::fs::symlink_metadata(path)?;
+    if !metadata.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{} is not a regular file", path.display()),
+        ));
+    }
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = DigestHasher::default();
+    let mut buffer = vec![0u8; HASH_BUFFER_BYTES];
+    loop {
+        let n = file.read(&mut buffer)?;
+        if n == 0 {
+            return Ok(hasher.finish());
+        }
+        hasher.update(&buffer[..n]);
     }
 }
