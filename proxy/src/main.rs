@@ -9,6 +9,8 @@ use clap::{Parser, Subcommand};
 use remesh_proxy::{Listeners, ServeArgs};
 use tokio_util::sync::CancellationToken;
 
+mod up;
+
 #[derive(Parser)]
 #[command(name = "remesh-proxy", version, about = "The remesh cluster proxy")]
 struct Cli {
@@ -19,7 +21,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run one proxy in front of one backend.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
+    /// Run a whole cluster on loopback: an executor and a proxy per node.
+    Up(up::UpArgs),
 }
 
 #[tokio::main]
@@ -31,7 +35,8 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => serve(*args).await,
+        Command::Up(args) => up::up(args).await,
     }
 }
 
