@@ -26,7 +26,7 @@ use crate::execution::error::ExecutionError;
 use crate::execution::operations::{Admission, CancelReason, Operation, OperationRegistry, Stage};
 use crate::execution::queue::{ActionQueue, QueueClosed, QueueSlot, spawn_runners};
 use crate::execution::runner::{
-    ActionRunner, WORK_DIR_PREFIX, error_response, referenced_blobs, remove_work_dir, worker_name,
+    ActionRunner, WORK_DIR_PREFIX, error_response, remove_work_dir, worker_name,
 };
 use crate::metrics::Metrics;
 use crate::storage::{ActionCache, Cas};
@@ -93,14 +93,16 @@ impl Engine {
         let weak = Arc::downgrade(&inner);
         // Runners end when the queue is closed and empty (at drain); they hold the
         // engine weakly so a dropped engine is not kept alive by its own runners.
-        drop(spawn_runners(&queue, runners, move |job: Job| {
+        let mut runner_tasks = spawn_runners(&queue, runners, move |job: Job| {
             let weak = weak.clone();
             async move {
                 if let Some(inner) = weak.upgrade() {
                     inner.run_job(job).await;
                 }
             }
-        }));
+        });
+        // Dropping a JoinSet would abort them.
+        runner_tasks.detach_all();
         Self { inner }
     }
 
@@ -280,26 +282,17 @@ impl EngineInner {
         }
     }
 
-    /// The cached result for `digest`, if there is one whose blobs are all still
-    /// there (a result pointing at evicted outputs would fail the client's download).
+    /// The cached result for `digest`, if any. `ActionCache::get` already refuses a
+    /// result whose blobs were evicted (the client's download would fail).
     async fn cached_response(&self, digest: &BlobDigest) -> Option<ExecuteResponse> {
-        let result = match self.action_cache.get(digest).await {
-            Ok(Some(result)) => result,
-            Ok(None) => return None,
-            Err(error) => {
-                tracing::warn!(%error, action = %digest, "action cache lookup failed; running the action");
-                return None;
-            }
-        };
-        match self.cas.find_missing(&referenced_blobs(&result)).await {
-            Ok(missing) if missing.is_empty() => Some(ExecuteResponse {
+        match self.action_cache.get(digest).await {
+            Ok(result) => result.map(|result| ExecuteResponse {
                 result: Some(result),
                 cached_result: true,
                 ..Default::default()
             }),
-            Ok(_) => None,
             Err(error) => {
-                tracing::warn!(%error, action = %digest, "checking a cached result failed; running the action");
+                tracing::warn!(%error, action = %digest, "action cache lookup failed; running the action");
                 None
             }
         }
@@ -365,3 +358,7 @@ fn limits(config: &Config) -> ActionLimits {
         max_timeout: config.max_action_timeout,
     }
 }
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;

@@ -12,7 +12,6 @@ use std::time::SystemTime;
 use remesh_proto::reapi::{ActionResult, ExecuteResponse, ExecutedActionMetadata};
 use remesh_proto::{protobuf, rpc};
 
-use crate::digest::BlobDigest;
 use crate::execution::action::{ActionLimits, LoadedAction, RootPath};
 use crate::execution::error::ExecutionError;
 use crate::execution::input_tree::InputTree;
@@ -332,30 +331,4 @@ pub fn worker_name() -> String {
         .map(|name| name.trim().to_owned())
         .filter(|name| !name.is_empty())
         .unwrap_or_else(|| "remesh-executor".to_owned())
-}
-
-/// Every blob an ActionResult refers to, for checking a cache hit is still whole.
-pub fn referenced_blobs(result: &ActionResult) -> Vec<BlobDigest> {
-    let mut digests: Vec<BlobDigest> =
-        [result.stdout_digest.as_ref(), result.stderr_digest.as_ref()]
-            .into_iter()
-            .flatten()
-            .chain(
-                result
-                    .output_files
-                    .iter()
-                    .filter_map(|file| file.digest.as_ref()),
-            )
-            .chain(
-                result
-                    .output_directories
-                    .iter()
-                    .filter_map(|directory| directory.tree_digest.as_ref()),
-            )
-            .filter_map(|digest| BlobDigest::from_proto(digest).ok())
-            .filter(|digest| !digest.is_empty_blob())
-            .collect();
-    digests.sort();
-    digests.dedup();
-    digests
 }
