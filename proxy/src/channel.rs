@@ -106,6 +106,17 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
+impl ChannelError {
+    /// Whether the failure happened before any request reached the upstream (no
+    /// connection could be made), as opposed to one lost in flight.
+    pub fn never_reached_upstream(&self) -> bool {
+        matches!(
+            self,
+            Self::Connect { .. } | Self::ConnectTimeout { .. } | Self::Handshake { .. }
+        )
+    }
+}
+
 /// Tuning shared by every upstream connection.
 #[derive(Debug, Clone)]
 pub struct ChannelSettings {

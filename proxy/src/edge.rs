@@ -30,7 +30,7 @@ pub fn status_of(error: &BoxError) -> tonic::Status {
     let code = if let Some(error) = error.downcast_ref::<RouteError>() {
         match error {
             RouteError::BadOperationName(_) => Code::InvalidArgument,
-            RouteError::UnknownNode(_) => Code::NotFound,
+            RouteError::UnknownNode(_) | RouteError::OwnerUnreachable { .. } => Code::NotFound,
             RouteError::Unimplemented(_) => Code::Unimplemented,
         }
     } else if let Some(error) = error.downcast_ref::<RequestError>() {

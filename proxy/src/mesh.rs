@@ -28,6 +28,14 @@ use crate::wire::request_message::ExecuteRouting;
 /// How long a peer that failed a forward is not offered new work.
 const FAILED_PEER_PAUSE: Duration = Duration::from_secs(5);
 
+/// Executes sent locally since the local load was last seen as `seen`: the executor
+/// reports within milliseconds, but a burst of Executes is decided in microseconds.
+#[derive(Debug, Clone, Copy, Default)]
+struct LocalTally {
+    seen: LoadRecord,
+    sent: u32,
+}
+
 /// Executes sent to one peer since its load record `load_version`.
 #[derive(Debug, Clone, Copy, Default)]
 struct ForwardTally {
@@ -49,6 +57,8 @@ pub struct Mesh {
     settings: ChannelSettings,
     channels: Mutex<HashMap<NodeId, PooledChannel>>,
     tallies: Mutex<HashMap<NodeId, ForwardTally>>,
+    /// Executes sent to the local backend since its load last changed.
+    local_tally: Mutex<LocalTally>,
     paused: Mutex<HashMap<NodeId, Instant>>,
     /// State of a small xorshift generator: p2c only needs cheap, decent randomness.
     random: AtomicU64,
@@ -74,6 +84,7 @@ impl Mesh {
             settings,
             channels: Mutex::new(HashMap::new()),
             tallies: Mutex::new(HashMap::new()),
+            local_tally: Mutex::new(LocalTally::default()),
             paused: Mutex::new(HashMap::new()),
             random: AtomicU64::new(seed),
         }
@@ -121,10 +132,21 @@ impl Mesh {
                 })
             })
             .collect();
+        let reported = *self.local_load.borrow();
+        let local_extra = {
+            let mut tally = lock(&self.local_tally);
+            if tally.seen != reported {
+                *tally = LocalTally {
+                    seen: reported,
+                    sent: 0,
+                };
+            }
+            tally.sent
+        };
         Snapshot {
             local: NodeLoad {
                 node_id: view.local.node_id.clone(),
-                load: *self.local_load.borrow(),
+                load: reported.plus_queued(local_extra),
             },
             peers,
         }
@@ -173,9 +195,10 @@ impl PeerRouting for Mesh {
         Some(pooled.channel.clone())
     }
 
-    fn record_forward(&self, node: &NodeId, outcome: ForwardOutcome) {
-        match outcome {
-            ForwardOutcome::Accepted => {
+    fn sending(&self, target: &Target) {
+        match target {
+            Target::Local => lock(&self.local_tally).sent += 1,
+            Target::Peer(node) => {
                 let load_version = self.view.load().peer(node).map_or(0, |p| p.load_version);
                 let mut tallies = lock(&self.tallies);
                 let tally = tallies.entry(node.clone()).or_default();
@@ -187,6 +210,12 @@ impl PeerRouting for Mesh {
                 }
                 tally.forwarded += 1;
             }
+        }
+    }
+
+    fn record_forward(&self, node: &NodeId, outcome: ForwardOutcome) {
+        match outcome {
+            ForwardOutcome::Accepted => {}
             ForwardOutcome::Failed | ForwardOutcome::Refused => {
                 lock(&self.paused).insert(node.clone(), Instant::now() + FAILED_PEER_PAUSE);
                 if outcome == ForwardOutcome::Failed {
@@ -258,8 +287,8 @@ mod tests {
             mesh.execute_candidates(&routing)[0],
             Target::Peer(b.clone())
         );
-        mesh.record_forward(&b, ForwardOutcome::Accepted);
-        mesh.record_forward(&b, ForwardOutcome::Accepted);
+        mesh.sending(&Target::Peer(b.clone()));
+        mesh.sending(&Target::Peer(b.clone()));
         // b's two runners are now taken, as far as this node knows: stay local.
         assert_eq!(mesh.execute_candidates(&routing), [Target::Local]);
         // A newer record from b supersedes the tally.
@@ -271,6 +300,35 @@ mod tests {
             peers: vec![fresh],
         });
         assert_eq!(mesh.execute_candidates(&routing)[0], Target::Peer(b));
+    }
+
+    #[tokio::test]
+    async fn local_sends_count_until_the_local_load_changes() {
+        let (report, local) = watch::channel(load(0, 0, 2));
+        let view = ClusterView {
+            local: identity("a", 1000),
+            local_load: load(0, 0, 2),
+            peers: vec![peer("b", 2000, PeerState::Alive, load(0, 1, 4))],
+        };
+        let mesh = Mesh::new(
+            view,
+            local,
+            Box::new(LeastLoaded),
+            ChannelSettings::default(),
+        );
+        let routing = ExecuteRouting::default();
+        assert_eq!(mesh.execute_candidates(&routing)[0], Target::Local);
+        mesh.sending(&Target::Local);
+        mesh.sending(&Target::Local);
+        // Two sent, none reported yet: local counts as full.
+        assert_eq!(mesh.snapshot().local.load.queued, 2);
+        assert_eq!(
+            mesh.execute_candidates(&routing)[0],
+            Target::Peer(NodeId::new("b").unwrap())
+        );
+        // The executor's report supersedes the estimate.
+        report.send_replace(load(0, 2, 2));
+        assert_eq!(mesh.snapshot().local.load.queued, 0);
     }
 
     #[tokio::test]

@@ -64,6 +64,7 @@ impl Router {
             let attempt = http::Request::from_parts(head, body::full(framed.clone()));
             match target {
                 Target::Local => {
+                    config.peers.sending(&Target::Local);
                     let guard = config.open_executions.as_ref().map(|open| open.begin());
                     match self
                         .forward_local(attempt, Some(OperationShape::Operation))
@@ -89,6 +90,7 @@ impl Router {
                     let Some(channel) = config.peers.peer_channel(&node) else {
                         continue;
                     };
+                    config.peers.sending(&Target::Peer(node.clone()));
                     let mut attempt = attempt;
                     hop::mark_forwarded(attempt.headers_mut());
                     let outcome = match channel.send(attempt).await {

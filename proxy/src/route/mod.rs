@@ -60,7 +60,10 @@ pub trait PeerRouting: Send + Sync + 'static {
     /// The pooled channel to a current member's proxy; `None` when `node` is not a
     /// live member (then its operations are gone as far as clients are concerned).
     fn peer_channel(&self, node: &NodeId) -> Option<Arc<Http2Channel>>;
-    /// Called after every forward attempt.
+    /// Called as an Execute is sent to `target`, before any answer: a burst of
+    /// Executes decided within one gossip round must see each other.
+    fn sending(&self, target: &Target);
+    /// Called after every forward attempt to a peer.
     fn record_forward(&self, node: &NodeId, outcome: ForwardOutcome);
 }
 
@@ -74,6 +77,7 @@ impl PeerRouting for SingleNode {
     fn peer_channel(&self, _: &NodeId) -> Option<Arc<Http2Channel>> {
         None
     }
+    fn sending(&self, _: &Target) {}
     fn record_forward(&self, _: &NodeId, _: ForwardOutcome) {}
 }
 
@@ -84,6 +88,8 @@ pub enum RouteError {
     BadOperationName(#[from] OperationNameError),
     #[error("operation owner {0} is not a member of this cluster")]
     UnknownNode(NodeId),
+    #[error("operation owner {node} is unreachable: {reason}")]
+    OwnerUnreachable { node: NodeId, reason: String },
     #[error("method {0} is not served by this proxy")]
     Unimplemented(String),
 }

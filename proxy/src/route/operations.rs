@@ -11,7 +11,7 @@ use crate::wire::grpc_frame;
 use crate::wire::operation_rewrite::OperationShape;
 use crate::wire::request_message;
 
-use super::{RouteError, Router, copy_head};
+use super::{ForwardOutcome, RouteError, Router, copy_head};
 
 /// Operation-name requests are one short string and little else.
 const MAX_NAME_REQUEST_BYTES: usize = 64 << 10;
@@ -53,7 +53,23 @@ impl Router {
         let mut head = copy_head(&parts);
         hop::mark_forwarded(&mut head.headers);
         let request = http::Request::from_parts(head, body::full(grpc_frame::encode(&message)));
-        let response = channel.send(request).await?;
-        Ok(response.map(body::boxed))
+        match channel.send(request).await {
+            Ok(response) => Ok(response.map(body::boxed)),
+            // The owner cannot even be dialled: it died and gossip has not said so yet.
+            // Its operations died with it, and NOT_FOUND (rather than a retryable
+            // UNAVAILABLE that Bazel would retry until it gives up) makes Bazel
+            // Execute again at once.
+            Err(error) if error.never_reached_upstream() => {
+                config
+                    .peers
+                    .record_forward(&name.node_id, ForwardOutcome::Failed);
+                Err(RouteError::OwnerUnreachable {
+                    node: name.node_id,
+                    reason: error.to_string(),
+                }
+                .into())
+            }
+            Err(error) => Err(error.into()),
+        }
     }
 }
