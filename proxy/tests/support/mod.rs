@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fake_backend;
+pub mod processes;
 pub mod real;
 
 use std::future::Future;
