@@ -283,6 +283,69 @@ mod tests {
         }
     }
 
+    fn request(path: &str) -> ProxyRequest {
+        http::Request::builder()
+            .uri(path)
+            .body(body::empty())
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn errors_become_statuses_at_the_edge_and_are_counted() {
+        use http_body_util::BodyExt;
+        use tower::{Layer, Service, ServiceExt};
+
+        let metrics = ProxyMetrics::new();
+        let (mock, mut handle) = tower_test::mock::pair::<ProxyRequest, ProxyResponse>();
+        let mut edge = EdgeLayer::new(metrics.clone()).layer(mock);
+
+        // An error before any response: a trailers-only status.
+        let call = edge
+            .ready()
+            .await
+            .unwrap()
+            .call(request("/google.longrunning.Operations/GetOperation"));
+        let (_, reply) = handle.next_request().await.unwrap();
+        reply.send_error(RouteError::UnknownNode(NodeId::new("gone").unwrap()));
+        let response = call.await.unwrap();
+        let status = tonic::Status::from_header_map(response.headers()).unwrap();
+        assert_eq!(status.code(), Code::NotFound);
+
+        // An error in the middle of a streamed body: the data so far, then status
+        // trailers instead of a reset stream.
+        let call = edge.ready().await.unwrap().call(request(
+            "/build.bazel.remote.execution.v2.Execution/Execute",
+        ));
+        let (_, reply) = handle.next_request().await.unwrap();
+        let frames: Vec<Result<hyper::body::Frame<bytes::Bytes>, BoxError>> = vec![
+            Ok(hyper::body::Frame::data(bytes::Bytes::from_static(
+                b"partial",
+            ))),
+            Err(RewriteError::Frame(FrameError::Compressed).into()),
+        ];
+        let broken = body::boxed(http_body_util::StreamBody::new(futures::stream::iter(
+            frames,
+        )));
+        reply.send_response(http::Response::new(broken));
+        let collected = call.await.unwrap().into_body().collect().await.unwrap();
+        let trailers = collected.trailers().cloned().unwrap();
+        assert_eq!(
+            tonic::Status::from_header_map(&trailers).unwrap().code(),
+            Code::Internal
+        );
+        assert_eq!(&collected.to_bytes()[..], b"partial");
+
+        let text = metrics.render();
+        assert!(
+            text.contains("method=\"GetOperation\",code=\"NotFound\""),
+            "{text}"
+        );
+        assert!(
+            text.contains("method=\"Execute\",code=\"Internal\""),
+            "{text}"
+        );
+    }
+
     #[test]
     fn status_responses_are_trailers_only_grpc() {
         let response = status_response(&tonic::Status::not_found("node b: gone ü"));

@@ -377,3 +377,40 @@ impl<S: ViewSink> MembershipTask<S> {
         tracing::info!("left the cluster");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timers_come_out_in_deadline_order_ties_in_request_order() {
+        let start = Instant::now();
+        let mut queue = TimerQueue::default();
+        queue.push(start + Duration::from_millis(30), Timer::PeriodicGossip(3));
+        queue.push(
+            start + Duration::from_millis(10),
+            Timer::ProbeRandomMember(1),
+        );
+        queue.push(
+            start + Duration::from_millis(10),
+            Timer::PeriodicAnnounce(2),
+        );
+        assert_eq!(
+            queue.next_deadline(),
+            Some(start + Duration::from_millis(10))
+        );
+        // Nothing is due before its deadline.
+        assert!(queue.pop_due(start).is_none());
+        let due: Vec<_> =
+            std::iter::from_fn(|| queue.pop_due(start + Duration::from_millis(20))).collect();
+        assert_eq!(
+            due,
+            [Timer::ProbeRandomMember(1), Timer::PeriodicAnnounce(2)]
+        );
+        assert_eq!(
+            queue.pop_due(start + Duration::from_millis(30)),
+            Some(Timer::PeriodicGossip(3))
+        );
+        assert!(queue.timers.is_empty() && queue.next_deadline().is_none());
+    }
+}
