@@ -7,6 +7,7 @@
 //! Dropping the channel (a peer that left) closes the connection once in-flight
 //! streams end.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hyper::body::Incoming;
@@ -138,16 +139,27 @@ pub struct Http2Channel {
     endpoint: Endpoint,
     authority: String,
     settings: ChannelSettings,
-    sender: Mutex<Option<SendRequest<ProxyBody>>>,
+    /// One slot per connection; requests take them in turn.
+    connections: Vec<Mutex<Option<SendRequest<ProxyBody>>>>,
+    next: AtomicUsize,
 }
 
 impl Http2Channel {
+    /// One connection: what a peer gets (its proxy allows 1,000 streams on it).
     pub fn new(endpoint: Endpoint, settings: ChannelSettings) -> Self {
+        Self::with_connections(endpoint, settings, 1)
+    }
+
+    /// `count` connections used in turn. For a backend whose server caps concurrent
+    /// streams per connection (hyper's default is 200): long Execute streams must not
+    /// fill the one connection and make every CAS call wait behind them.
+    pub fn with_connections(endpoint: Endpoint, settings: ChannelSettings, count: usize) -> Self {
         Self {
             authority: endpoint.authority(),
             endpoint,
             settings,
-            sender: Mutex::new(None),
+            connections: (0..count.max(1)).map(|_| Mutex::new(None)).collect(),
+            next: AtomicUsize::new(0),
         }
     }
 
@@ -173,18 +185,20 @@ impl Http2Channel {
             .path_and_query(path)
             .build()?;
         let mut request = http::Request::from_parts(parts, body);
+        let slot =
+            &self.connections[self.next.fetch_add(1, Ordering::Relaxed) % self.connections.len()];
         for attempt in 0..2 {
-            let mut sender = self.connected_sender().await?;
+            let mut sender = self.connected_sender(slot).await?;
             match sender.try_send_request(request).await {
                 Ok(response) => return Ok(response),
                 Err(mut error) => match error.take_message() {
                     // Never written to the connection: safe to resend on a new one.
                     Some(unsent) if attempt == 0 => {
-                        self.forget(&sender).await;
+                        forget(slot, &sender).await;
                         request = unsent;
                     }
                     _ => {
-                        self.forget(&sender).await;
+                        forget(slot, &sender).await;
                         return Err(ChannelError::Request {
                             endpoint: self.authority.clone(),
                             source: error.into_error(),
@@ -196,24 +210,12 @@ impl Http2Channel {
         unreachable!("the second attempt always returns")
     }
 
-    /// Drops the pooled connection; the next request dials again.
-    pub async fn reset(&self) {
-        self.sender.lock().await.take();
-    }
-
-    async fn forget(&self, failed: &SendRequest<ProxyBody>) {
-        let mut guard = self.sender.lock().await;
-        if guard
-            .as_ref()
-            .is_some_and(|current| current.is_closed() || failed.is_closed())
-        {
-            guard.take();
-        }
-    }
-
-    async fn connected_sender(&self) -> Result<SendRequest<ProxyBody>, ChannelError> {
+    async fn connected_sender(
+        &self,
+        slot: &Mutex<Option<SendRequest<ProxyBody>>>,
+    ) -> Result<SendRequest<ProxyBody>, ChannelError> {
         // Held across the dial so that concurrent first requests share one connection.
-        let mut guard = self.sender.lock().await;
+        let mut guard = slot.lock().await;
         if let Some(sender) = guard.as_ref()
             && !sender.is_closed()
         {
@@ -264,6 +266,17 @@ impl Http2Channel {
                 source,
             })?;
         Ok(sender)
+    }
+}
+
+/// Forgets a slot's connection once it is closed, so the next request dials anew.
+async fn forget(slot: &Mutex<Option<SendRequest<ProxyBody>>>, failed: &SendRequest<ProxyBody>) {
+    let mut guard = slot.lock().await;
+    if guard
+        .as_ref()
+        .is_some_and(|current| current.is_closed() || failed.is_closed())
+    {
+        guard.take();
     }
 }
 

@@ -133,7 +133,7 @@ impl tower::Service<ProxyRequest> for Edge {
     }
 
     fn call(&mut self, request: ProxyRequest) -> Self::Future {
-        let method = GrpcMethod::label(request.uri().path()).to_owned();
+        let method = GrpcMethod::label(request.uri().path());
         let metrics = self.metrics.clone();
         let future = self.inner.call(request);
         Box::pin(async move {
@@ -163,7 +163,7 @@ impl tower::Service<ProxyRequest> for Edge {
 }
 
 struct CodeRecorder {
-    method: String,
+    method: &'static str,
     metrics: ProxyMetrics,
 }
 
@@ -172,7 +172,7 @@ impl CodeRecorder {
         self.metrics
             .requests_total
             .get_or_create(&vec![
-                ("method", self.method.clone()),
+                ("method", self.method.to_owned()),
                 ("code", format!("{code:?}")),
             ])
             .inc();

@@ -43,15 +43,44 @@ impl GrpcMethod {
         }
     }
 
-    /// A short label for metrics: the method name for routed calls, the service for
-    /// pass-through ones would be too many label values, so the path's last segment.
-    pub fn label(path: &str) -> &str {
-        path.rsplit('/')
-            .next()
-            .filter(|s| !s.is_empty())
-            .unwrap_or("unknown")
+    /// The method name as a metrics label. Only names REAPI defines are used as they
+    /// are; anything else is "other", so clients cannot grow the label set at will.
+    pub fn label(path: &str) -> &'static str {
+        let name = path.rsplit('/').next().unwrap_or_default();
+        if Self::from_path(path) == Self::Unknown {
+            return "other";
+        }
+        KNOWN_METHODS
+            .iter()
+            .find(|known| **known == name)
+            .copied()
+            .unwrap_or("other")
     }
 }
+
+/// Every method of the services the proxy routes.
+const KNOWN_METHODS: &[&str] = &[
+    "FindMissingBlobs",
+    "BatchUpdateBlobs",
+    "BatchReadBlobs",
+    "GetTree",
+    "SplitBlob",
+    "SpliceBlob",
+    "GetActionResult",
+    "UpdateActionResult",
+    "GetCapabilities",
+    "Read",
+    "Write",
+    "QueryWriteStatus",
+    "Check",
+    "Watch",
+    "Execute",
+    "WaitExecution",
+    "GetOperation",
+    "ListOperations",
+    "CancelOperation",
+    "DeleteOperation",
+];
 
 #[cfg(test)]
 mod tests {
@@ -93,5 +122,23 @@ mod tests {
         ] {
             assert_eq!(GrpcMethod::from_path(path), method, "{path}");
         }
+    }
+
+    #[test]
+    fn labels_are_a_closed_set() {
+        assert_eq!(
+            GrpcMethod::label("/google.bytestream.ByteStream/Read"),
+            "Read"
+        );
+        assert_eq!(
+            GrpcMethod::label("/build.bazel.remote.execution.v2.Execution/Execute"),
+            "Execute"
+        );
+        assert_eq!(
+            GrpcMethod::label("/google.bytestream.ByteStream/x7f3a"),
+            "other"
+        );
+        assert_eq!(GrpcMethod::label("/evil.Service/Read"), "other");
+        assert_eq!(GrpcMethod::label(""), "other");
     }
 }

@@ -25,6 +25,9 @@ use crate::mesh::Mesh;
 use crate::metrics::ProxyMetrics;
 use crate::route::{Router, RouterConfig};
 
+/// Connections to the local backend, used in turn (see `Http2Channel::with_connections`).
+const BACKEND_CONNECTIONS: usize = 4;
+
 /// How long open streams may go on after shutdown before connections are closed.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -112,7 +115,11 @@ pub async fn run(
             field: "backend",
             reason: error.to_string(),
         })?;
-    let backend = Arc::new(Http2Channel::new(backend_endpoint, settings.clone()));
+    let backend = Arc::new(Http2Channel::with_connections(
+        backend_endpoint,
+        settings.clone(),
+        BACKEND_CONNECTIONS,
+    ));
     let identity = MemberIdentity {
         node_id: node_id.clone(),
         gossip_addr: advertised(
