@@ -28,11 +28,11 @@ use crate::wire::request_message::ExecuteRouting;
 /// How long a peer that failed a forward is not offered new work.
 const FAILED_PEER_PAUSE: Duration = Duration::from_secs(5);
 
-/// Executes sent locally since the local load was last seen as `seen`: the executor
-/// reports within milliseconds, but a burst of Executes is decided in microseconds.
-#[derive(Debug, Clone, Copy, Default)]
+/// Executes sent locally since the local load last changed: the executor reports
+/// within milliseconds, but a burst of Executes is decided in microseconds. Any new
+/// report (even one equal to an earlier value) supersedes the count.
 struct LocalTally {
-    seen: LoadRecord,
+    reports: watch::Receiver<LoadRecord>,
     sent: u32,
 }
 
@@ -50,14 +50,12 @@ struct PooledChannel {
 
 pub struct Mesh {
     view: ArcSwap<ClusterView>,
-    /// Read at each decision rather than through the view: the view is republished
-    /// by another task, and a burst of Executes must see each other's effect at once.
-    local_load: watch::Receiver<LoadRecord>,
     selector: Box<dyn PeerSelector>,
     settings: ChannelSettings,
     channels: Mutex<HashMap<NodeId, PooledChannel>>,
     tallies: Mutex<HashMap<NodeId, ForwardTally>>,
-    /// Executes sent to the local backend since its load last changed.
+    /// The local load, read at each decision rather than through the view (which
+    /// another task republishes), with the Executes sent locally since it changed.
     local_tally: Mutex<LocalTally>,
     paused: Mutex<HashMap<NodeId, Instant>>,
     /// State of a small xorshift generator: p2c only needs cheap, decent randomness.
@@ -79,12 +77,14 @@ impl Mesh {
         let seed = initial.local.generation | 1;
         Self {
             view: ArcSwap::from_pointee(initial),
-            local_load,
             selector,
             settings,
             channels: Mutex::new(HashMap::new()),
             tallies: Mutex::new(HashMap::new()),
-            local_tally: Mutex::new(LocalTally::default()),
+            local_tally: Mutex::new(LocalTally {
+                reports: local_load,
+                sent: 0,
+            }),
             paused: Mutex::new(HashMap::new()),
             random: AtomicU64::new(seed),
         }
@@ -132,16 +132,14 @@ impl Mesh {
                 })
             })
             .collect();
-        let reported = *self.local_load.borrow();
-        let local_extra = {
+        let (reported, local_extra) = {
             let mut tally = lock(&self.local_tally);
-            if tally.seen != reported {
-                *tally = LocalTally {
-                    seen: reported,
-                    sent: 0,
-                };
+            // A closed sender still reads as unchanged: the last value stays valid.
+            if tally.reports.has_changed().unwrap_or(false) {
+                tally.sent = 0;
             }
-            tally.sent
+            let reported = *tally.reports.borrow_and_update();
+            (reported, tally.sent)
         };
         Snapshot {
             local: NodeLoad {

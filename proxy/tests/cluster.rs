@@ -21,6 +21,10 @@ struct Node {
 
 /// Starts `ids.len()` nodes, each generic with capacity 1, all joining the first.
 async fn start_cluster(ids: &[&str]) -> Vec<Node> {
+    start_cluster_with(ids, |_| {}).await
+}
+
+async fn start_cluster_with(ids: &[&str], adjust: impl Fn(&mut remesh_proxy::Config)) -> Vec<Node> {
     let mut nodes: Vec<Node> = Vec::new();
     for id in ids {
         let backend = FakeBackend::default();
@@ -32,6 +36,7 @@ async fn start_cluster(ids: &[&str]) -> Vec<Node> {
         if let Some(first) = nodes.first() {
             config.join = vec![first.proxy.ready.gossip.to_string()];
         }
+        adjust(&mut config);
         nodes.push(Node {
             proxy: start_proxy(config).await,
             backend,
@@ -162,4 +167,34 @@ async fn admin_port_reports_the_cluster() {
     assert_eq!(support::http_get(admin, "/healthz").await.unwrap().0, 200);
     assert_eq!(support::http_get(admin, "/readyz").await.unwrap().0, 200);
     assert_eq!(support::http_get(admin, "/nope").await.unwrap().0, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn affinity_sends_an_action_to_the_same_node_from_every_node() {
+    let nodes = start_cluster_with(&["r-a", "r-b", "r-c"], |config| {
+        config.policy = remesh_proxy::config::Policy::Affinity;
+        config.capacity = 4;
+    })
+    .await;
+    let mut owners_seen = std::collections::HashSet::new();
+    for action in ["action-1", "action-2", "action-3", "action-4"] {
+        let mut owners = Vec::new();
+        for node in &nodes {
+            let mut client = ExecutionClient::new(node.proxy.channel().await);
+            let mut stream = client
+                .execute(execute_request("main", action))
+                .await
+                .unwrap()
+                .into_inner();
+            let operation = stream.message().await.unwrap().unwrap();
+            owners.push(operation.name.split('/').nth(1).unwrap().to_owned());
+        }
+        assert!(
+            owners.windows(2).all(|w| w[0] == w[1]),
+            "{action}: {owners:?}"
+        );
+        owners_seen.insert(owners[0].clone());
+    }
+    // Four actions over three idle nodes: not everything on one of them.
+    assert!(owners_seen.len() > 1, "{owners_seen:?}");
 }

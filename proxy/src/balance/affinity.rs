@@ -4,9 +4,9 @@
 //! Every node scores `hash(node_id, action)`; the highest score owns the action, so
 //! the same action lands on the same node from every proxy (duplicates merge there and
 //! its tier-1 cache stays warm), and a node joining or leaving moves only its own
-//! share. A node is skipped while its load exceeds `load_factor` times its fair share
-//! of the cluster's load (counting the new action), so a hot key cannot pile onto one
-//! node.
+//! share. A node with a free runner always qualifies; a busy one is skipped while its
+//! load exceeds `load_factor` times its fair share of the cluster's load (counting the
+//! new action), so a hot key cannot pile onto one node.
 
 use super::{NodeLoad, PeerSelector, Snapshot};
 use crate::route::Target;
@@ -32,15 +32,18 @@ pub fn score(node_id: &str, action_hash: &str) -> u64 {
 }
 
 impl RendezvousAffinity {
-    /// Whether `node` may take one more action: (its load + 1) within `load_factor`
-    /// times its capacity's share of (all load + 1).
+    /// Whether `node` may take one more action: a runner is free, or (its load + 1)
+    /// stays within `load_factor` times its capacity's share of (all load + 1).
     fn within_bound(&self, node: &NodeLoad, total_pending: u64, total_capacity: u64) -> bool {
         if node.load.max_concurrency == 0 || total_capacity == 0 {
             return false;
         }
         let pending = u64::from(node.load.queued + node.load.executing);
         let share = f64::from(node.load.max_concurrency) / total_capacity as f64;
-        let allowed = (self.load_factor * (total_pending + 1) as f64 * share).ceil();
+        let fair = (self.load_factor * (total_pending + 1) as f64 * share).ceil();
+        // At low load the fair share rounds to a single action; a node with idle
+        // runners is never "overloaded", so its own capacity is the floor.
+        let allowed = fair.max(f64::from(node.load.max_concurrency));
         (pending + 1) as f64 <= allowed
     }
 }

@@ -39,3 +39,47 @@ pub async fn resolve_periodically(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn names_and_addresses_resolve_every_round_and_bad_ones_are_skipped() {
+        let (sink, mut batches) = mpsc::channel(4);
+        let shutdown = CancellationToken::new();
+        let seeds = vec![
+            "localhost:7946".to_owned(),
+            "127.0.0.1:7947".to_owned(),
+            "no-such-host.invalid:7948".to_owned(),
+        ];
+        let task = tokio::spawn(resolve_periodically(
+            seeds,
+            Duration::from_millis(20),
+            sink,
+            shutdown.clone(),
+        ));
+        for _ in 0..2 {
+            let batch = tokio::time::timeout(Duration::from_secs(10), batches.recv())
+                .await
+                .expect("a batch every interval")
+                .unwrap();
+            let loopback: SocketAddr = "127.0.0.1:7946".parse().unwrap();
+            let loopback6: SocketAddr = "[::1]:7946".parse().unwrap();
+            assert!(
+                batch.contains(&loopback) || batch.contains(&loopback6),
+                "{batch:?}"
+            );
+            assert!(
+                batch.contains(&"127.0.0.1:7947".parse().unwrap()),
+                "{batch:?}"
+            );
+            assert!(batch.iter().all(|addr| addr.port() != 7948), "{batch:?}");
+        }
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("resolver stops on shutdown")
+            .unwrap();
+    }
+}
