@@ -9,6 +9,11 @@
 //! served); the operation is registered and returned at once in CACHE_CHECK; a task
 //! looks the action up in the cache (hit → done) and otherwise queues it (QUEUED); a
 //! runner runs it (EXECUTING) and completes it (COMPLETED).
+//!
+//! Identical actions in flight (same action digest) share one operation: the second
+//! Execute gets the first one's name and stream. A `skip_cache_lookup` request joins
+//! only an operation past its cache check (a queued or running one is a fresh run, as
+//! asked; one still in CACHE_CHECK might answer from the cache, so it gets its own).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,6 +23,7 @@ use remesh_proto::load::LoadReport;
 use remesh_proto::longrunning;
 use remesh_proto::reapi::{ExecuteRequest, ExecuteResponse};
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::digest::BlobDigest;
@@ -58,6 +64,9 @@ struct EngineInner {
     queue: Arc<ActionQueue<Job>>,
     runner: ActionRunner,
     accepting: AtomicBool,
+    /// Fired when the drain is over, to end endless streams (Load.Watch) so the
+    /// servers' graceful shutdown does not wait for them forever.
+    drained: CancellationToken,
     keepalive_interval: Duration,
 }
 
@@ -84,6 +93,7 @@ impl Engine {
             registry: OperationRegistry::new(config.operation_retention, max_retained),
             queue: queue.clone(),
             accepting: AtomicBool::new(true),
+            drained: CancellationToken::new(),
             keepalive_interval: config.keepalive_interval,
         });
         tokio::spawn(remove_stale_work_dirs(
@@ -97,7 +107,17 @@ impl Engine {
             let weak = weak.clone();
             async move {
                 if let Some(inner) = weak.upgrade() {
-                    inner.run_job(job).await;
+                    let operation = job.operation.clone();
+                    // A bug in one run must neither kill this runner nor leave the
+                    // operation's watchers waiting forever.
+                    let run = std::panic::AssertUnwindSafe(inner.run_job(job));
+                    if futures::FutureExt::catch_unwind(run).await.is_err() {
+                        let error = ExecutionError::Io {
+                            context: "running the action".into(),
+                            source: std::io::Error::other("the runner panicked"),
+                        };
+                        inner.finish(&operation, error_response(&error, None), "error");
+                    }
                 }
             }
         });
@@ -250,6 +270,12 @@ impl Engine {
             }
             let _ = tokio::time::timeout(KILL_REPORT_TIMEOUT, load.wait_for(idle)).await;
         }
+        inner.drained.cancel();
+    }
+
+    /// Fires once `drain` is over.
+    pub fn drained(&self) -> CancellationToken {
+        self.inner.drained.clone()
     }
 }
 
@@ -322,6 +348,12 @@ impl EngineInner {
     fn finish(&self, operation: &Arc<Operation>, response: ExecuteResponse, outcome: &str) {
         if self.registry.complete(operation, response) {
             self.metrics.execution(outcome);
+            tracing::debug!(
+                operation = operation.name(),
+                action = %operation.action_digest(),
+                outcome,
+                "operation completed"
+            );
         }
     }
 }
@@ -362,3 +394,7 @@ fn limits(config: &Config) -> ActionLimits {
 #[cfg(test)]
 #[path = "engine_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "engine_flow_tests.rs"]
+mod flow_tests;

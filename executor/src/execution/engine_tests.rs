@@ -1,209 +1,14 @@
-//! Engine tests against a real disk CAS and action cache in a temporary directory,
-//! running real `/bin/sh` commands.
+//! Engine tests of what a run produces: outputs, stdout/stderr, cache entries, and
+//! precise statuses for missing or hostile inputs. Real CAS, real `/bin/sh`.
 
 use std::collections::HashMap;
 
-use bytes::Bytes;
 use prost::Message;
-use remesh_proto::error_details::PreconditionFailure;
-use remesh_proto::reapi::command::EnvironmentVariable;
-use remesh_proto::reapi::{
-    Action, ActionResult, Command, Digest, Directory, DirectoryNode, FileNode, Tree,
-};
-use remesh_proto::{protobuf, rpc};
+use remesh_proto::reapi::{Action, Directory, DirectoryNode, Tree};
+use remesh_proto::rpc;
 
 use super::*;
-use crate::execution::OperationState;
-use crate::execution::error::PRECONDITION_FAILURE_TYPE_URL;
-
-const DONE_TIMEOUT: Duration = Duration::from_secs(60);
-
-struct Harness {
-    _dir: tempfile::TempDir,
-    cas: Cas,
-    action_cache: ActionCache,
-    metrics: Metrics,
-    engine: Engine,
-}
-
-impl Harness {
-    async fn new(runners: usize, queue_max: usize) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let config = Config {
-            data_dir: dir.path().to_owned(),
-            runners,
-            queue_max,
-            ..Config::default()
-        };
-        let metrics = Metrics::new();
-        let cas = Cas::open(&config, metrics.clone()).await.unwrap();
-        let action_cache = ActionCache::open(&config, cas.clone()).await.unwrap();
-        let engine = Engine::start(&config, cas.clone(), action_cache.clone(), metrics.clone());
-        Self {
-            _dir: dir,
-            cas,
-            action_cache,
-            metrics,
-            engine,
-        }
-    }
-
-    async fn put(&self, data: impl Into<Bytes>) -> Digest {
-        let data = data.into();
-        let digest = BlobDigest::of_bytes(&data);
-        self.cas.write_bytes(&digest, data).await.unwrap();
-        digest.to_proto()
-    }
-
-    async fn put_message(&self, message: &impl Message) -> Digest {
-        self.put(message.encode_to_vec()).await
-    }
-
-    /// Uploads the Command and Action for `script` over `input_root`.
-    async fn action(
-        &self,
-        script: &str,
-        input_root: Digest,
-        outputs: &[&str],
-        dirs: &[&str],
-    ) -> ActionSpec {
-        ActionSpec {
-            command: shell_command(script, outputs, dirs),
-            input_root,
-            salt: Vec::new(),
-            timeout: None,
-            do_not_cache: false,
-        }
-    }
-
-    async fn upload(&self, spec: &ActionSpec) -> BlobDigest {
-        let command_digest = self.put_message(&spec.command).await;
-        let action = Action {
-            command_digest: Some(command_digest),
-            input_root_digest: Some(spec.input_root.clone()),
-            timeout: spec.timeout.map(|timeout| protobuf::Duration {
-                seconds: timeout.as_secs() as i64,
-                nanos: 0,
-            }),
-            do_not_cache: spec.do_not_cache,
-            salt: spec.salt.clone(),
-            ..Default::default()
-        };
-        BlobDigest::from_proto(&self.put_message(&action).await).unwrap()
-    }
-
-    async fn execute(&self, action: &BlobDigest) -> Arc<Operation> {
-        self.engine
-            .execute(&request(action, false))
-            .await
-            .expect("Execute accepted")
-    }
-
-    async fn run(&self, spec: &ActionSpec) -> ExecuteResponse {
-        let digest = self.upload(spec).await;
-        done(&self.execute(&digest).await).await
-    }
-
-    async fn read(&self, digest: &Digest) -> Bytes {
-        let digest = BlobDigest::from_proto(digest).unwrap();
-        self.cas
-            .read_bytes(&digest)
-            .await
-            .unwrap()
-            .expect("blob stored in the CAS")
-    }
-
-    fn work_dirs(&self) -> Vec<String> {
-        std::fs::read_dir(self.cas.scratch_dir())
-            .unwrap()
-            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|name| name.starts_with(WORK_DIR_PREFIX))
-            .collect()
-    }
-}
-
-struct ActionSpec {
-    command: Command,
-    input_root: Digest,
-    salt: Vec<u8>,
-    timeout: Option<Duration>,
-    do_not_cache: bool,
-}
-
-#[allow(deprecated)] // Bazel 4 sends output_files / output_directories
-fn shell_command(script: &str, outputs: &[&str], dirs: &[&str]) -> Command {
-    Command {
-        arguments: vec!["/bin/sh".into(), "-c".into(), script.into()],
-        environment_variables: vec![EnvironmentVariable {
-            name: "PATH".into(),
-            value: "/usr/bin:/bin".into(),
-        }],
-        output_files: outputs.iter().map(|o| o.to_string()).collect(),
-        output_directories: dirs.iter().map(|d| d.to_string()).collect(),
-        ..Default::default()
-    }
-}
-
-fn request(action: &BlobDigest, skip_cache_lookup: bool) -> ExecuteRequest {
-    ExecuteRequest {
-        instance_name: "main".into(),
-        action_digest: Some(action.to_proto()),
-        skip_cache_lookup,
-        ..Default::default()
-    }
-}
-
-async fn done(operation: &Arc<Operation>) -> ExecuteResponse {
-    let mut states = operation.subscribe();
-    let state = tokio::time::timeout(DONE_TIMEOUT, states.wait_for(OperationState::is_done))
-        .await
-        .expect("operation should finish")
-        .unwrap()
-        .clone();
-    (*state.response.unwrap()).clone()
-}
-
-async fn wait_stage(operation: &Arc<Operation>, stage: Stage) {
-    let mut states = operation.subscribe();
-    tokio::time::timeout(DONE_TIMEOUT, states.wait_for(|state| state.stage >= stage))
-        .await
-        .expect("stage reached")
-        .unwrap();
-}
-
-fn code(response: &ExecuteResponse) -> tonic::Code {
-    tonic::Code::from(response.status.as_ref().map_or(0, |status| status.code))
-}
-
-fn result(response: &ExecuteResponse) -> &ActionResult {
-    response.result.as_ref().expect("response has a result")
-}
-
-fn missing_subjects(status: &rpc::Status) -> Vec<String> {
-    let detail = status
-        .details
-        .iter()
-        .find(|any| any.type_url == PRECONDITION_FAILURE_TYPE_URL)
-        .expect("a PreconditionFailure detail");
-    let failure = PreconditionFailure::decode(detail.value.as_slice()).unwrap();
-    let mut subjects: Vec<String> = failure
-        .violations
-        .iter()
-        .inspect(|violation| assert_eq!(violation.r#type, "MISSING"))
-        .map(|violation| violation.subject.clone())
-        .collect();
-    subjects.sort();
-    subjects
-}
-
-fn file_node(name: &str, digest: Digest, is_executable: bool) -> FileNode {
-    FileNode {
-        name: name.into(),
-        digest: Some(digest),
-        is_executable,
-        ..Default::default()
-    }
-}
+use crate::execution::test_harness::*;
 
 #[tokio::test]
 async fn runs_a_command_and_collects_every_kind_of_output() {
@@ -500,87 +305,99 @@ async fn an_output_parent_turned_symlink_is_not_followed() {
 }
 
 #[tokio::test]
-async fn timeout_is_deadline_exceeded_with_partial_output() {
+async fn output_paths_are_relative_to_the_working_directory() {
     let h = Harness::new(1, 10).await;
     let root = h.put_message(&Directory::default()).await;
-    let mut spec = h.action("echo partial; sleep 60", root, &[], &[]).await;
-    spec.timeout = Some(Duration::from_secs(1));
+    let mut spec = h
+        .action(
+            "pwd > f; mkdir d; printf z > d/g; ln -s f l",
+            root,
+            &[],
+            &[],
+        )
+        .await;
+    spec.command.working_directory = "pkg/sub".into();
+    spec.command.output_paths = vec!["f".into(), "d".into(), "l".into()];
     let response = h.run(&spec).await;
-    assert_eq!(code(&response), tonic::Code::DeadlineExceeded);
+    assert_eq!(code(&response), tonic::Code::Ok, "{response:?}");
+    let result = result(&response);
+    assert_eq!(result.output_files.len(), 1);
+    assert_eq!(result.output_files[0].path, "f");
+    let pwd = h
+        .read(result.output_files[0].digest.as_ref().unwrap())
+        .await;
+    assert!(
+        String::from_utf8_lossy(&pwd)
+            .trim_end()
+            .ends_with("/root/pkg/sub"),
+        "ran in {pwd:?}"
+    );
+    assert_eq!(result.output_directories[0].path, "d");
+    assert_eq!(result.output_symlinks[0].path, "l");
+    #[allow(deprecated)]
+    let legacy = (
+        &result.output_file_symlinks,
+        &result.output_directory_symlinks,
+    );
+    assert!(
+        legacy.0.is_empty() && legacy.1.is_empty(),
+        "v2.1 requests get output_symlinks only"
+    );
+}
+
+#[tokio::test]
+async fn inputs_are_materialised_with_symlinks_empty_dirs_and_modes() {
+    let h = Harness::new(1, 10).await;
+    let data = h.put("payload\n").await;
+    let empty = h.put_message(&Directory::default()).await;
+    let root = h
+        .put_message(&Directory {
+            files: vec![
+                file_node("data.txt", data.clone(), false),
+                file_node("empty.txt", BlobDigest::empty().to_proto(), true),
+            ],
+            directories: vec![DirectoryNode {
+                name: "nothing".into(),
+                digest: Some(empty),
+            }],
+            symlinks: vec![remesh_proto::reapi::SymlinkNode {
+                name: "link".into(),
+                target: "data.txt".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .await;
+    let script = "test -d nothing && test -L link && test -x empty.txt && test ! -x data.txt \
+        && test ! -s empty.txt && cat link";
+    let response = h.run(&h.action(script, root, &[], &[]).await).await;
+    assert_eq!(result(&response).exit_code, 0, "{response:?}");
     assert_eq!(
         h.read(result(&response).stdout_digest.as_ref().unwrap())
             .await,
-        "partial\n"
+        "payload\n"
     );
-    assert!(h.work_dirs().is_empty());
 }
 
 #[tokio::test]
-async fn identical_actions_merge_into_one_run() {
-    let h = Harness::new(2, 10).await;
-    let root = h.put_message(&Directory::default()).await;
-    let action = h
-        .upload(&h.action("sleep 1; date +%s%N", root, &[], &[]).await)
-        .await;
-    let first = h.execute(&action).await;
-    let second = h.execute(&action).await;
-    assert_eq!(first.name(), second.name());
-    assert_eq!(done(&first).await, done(&second).await);
-    assert!(h.metrics.render().contains("outcome=\"merged\"} 1"));
-}
-
-#[tokio::test]
-async fn a_full_queue_is_resource_exhausted_and_cancel_empties_it() {
-    let h = Harness::new(1, 1).await;
-    let root = h.put_message(&Directory::default()).await;
-    let mut digests = Vec::new();
-    for salt in 0..3u8 {
-        let mut spec = h.action("sleep 60", root.clone(), &[], &[]).await;
-        spec.salt = vec![salt];
-        digests.push(h.upload(&spec).await);
-    }
-    let running = h.execute(&digests[0]).await;
-    wait_stage(&running, Stage::Executing).await;
-    let queued = h.execute(&digests[1]).await;
-    wait_stage(&queued, Stage::Queued).await;
-    assert_eq!(h.engine.load().queued, 1);
-    let error = h
-        .engine
-        .execute(&request(&digests[2], false))
-        .await
-        .unwrap_err();
-    assert_eq!(error.code(), tonic::Code::ResourceExhausted);
-
-    h.engine.cancel(queued.name()).unwrap();
-    assert_eq!(code(&done(&queued).await), tonic::Code::Cancelled);
-    assert_eq!(h.engine.load().queued, 0);
-
-    let started = std::time::Instant::now();
-    h.engine.cancel(running.name()).unwrap();
-    assert_eq!(code(&done(&running).await), tonic::Code::Cancelled);
-    assert!(
-        started.elapsed() < Duration::from_secs(30),
-        "cancel killed the process"
-    );
-    assert!(h.work_dirs().is_empty());
-}
-
-#[tokio::test]
-async fn drain_refuses_new_work_and_kills_after_the_grace() {
+async fn an_output_of_the_wrong_kind_is_failed_precondition() {
     let h = Harness::new(1, 10).await;
     let root = h.put_message(&Directory::default()).await;
-    let running = h
-        .execute(
-            &h.upload(&h.action("sleep 60", root.clone(), &[], &[]).await)
-                .await,
+    let response = h
+        .run(
+            &h.action(
+                "mkdir -p out/f; printf x > out/d",
+                root,
+                &["out/f"],
+                &["out/d"],
+            )
+            .await,
         )
         .await;
-    wait_stage(&running, Stage::Executing).await;
-    let late = h.upload(&h.action("true", root, &[], &[]).await).await;
-
-    h.engine.drain(Duration::from_millis(200)).await;
-    assert_eq!(code(&done(&running).await), tonic::Code::Unavailable);
-    let error = h.engine.execute(&request(&late, false)).await.unwrap_err();
-    assert_eq!(error.code(), tonic::Code::Unavailable);
-    assert!(h.work_dirs().is_empty());
+    assert_eq!(
+        code(&response),
+        tonic::Code::FailedPrecondition,
+        "{response:?}"
+    );
+    assert!(response.message.contains("out/f"), "{}", response.message);
 }

@@ -140,3 +140,7 @@ mod tests {
         assert!(stream.next().await.is_none(), "the stream ends after done");
     }
 }
+
+#[cfg(test)]
+#[path = "execution_grpc_tests.rs"]
+mod grpc_tests;
