@@ -198,3 +198,54 @@ async fn affinity_sends_an_action_to_the_same_node_from_every_node() {
     // Four actions over three idle nodes: not everything on one of them.
     assert!(owners_seen.len() > 1, "{owners_seen:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_refuses_before_accepting_is_skipped_for_local() {
+    // Node b's proxy is a healthy member, but its backend is gone: it answers every
+    // Execute with UNAVAILABLE before accepting anything.
+    let backend_a = FakeBackend::default();
+    let addr_a = backend_a.clone().start().await;
+    let mut config_a = support::loopback_config("f-a", addr_a);
+    config_a.capacity = 1;
+    config_a.load_heartbeat = Duration::from_millis(300);
+    let a = start_proxy(config_a).await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_addr = dead.local_addr().unwrap();
+    drop(dead);
+    let mut config_b = support::loopback_config("f-b", dead_addr);
+    config_b.load_heartbeat = Duration::from_millis(300);
+    config_b.join = vec![a.ready.gossip.to_string()];
+    let b = start_proxy(config_b).await;
+    for node in [&a, &b] {
+        for id in ["f-a", "f-b"] {
+            wait_member_state(node.ready.admin, id, "alive", CONVERGE).await;
+        }
+    }
+
+    let mut at_a = ExecutionClient::new(a.channel().await);
+    let mut held = at_a
+        .execute(execute_request("hold", "busy"))
+        .await
+        .unwrap()
+        .into_inner();
+    held.message().await.unwrap().unwrap();
+    // a is full, b looks idle: b is tried first, refuses, and a takes the work.
+    let mut stream = at_a
+        .execute(execute_request("main", "fallback"))
+        .await
+        .unwrap()
+        .into_inner();
+    let operation = stream.message().await.unwrap().unwrap();
+    assert!(
+        operation.name.starts_with("remesh/f-a/"),
+        "{}",
+        operation.name
+    );
+    assert_eq!(backend_a.recorded.lock().unwrap().executes, 2);
+    let (_, metrics) = support::http_get(a.ready.admin, "/metrics").await.unwrap();
+    assert!(
+        metrics.contains("remesh_proxy_forwards_total{peer=\"f-b\",outcome=\"refused\"} 1"),
+        "{metrics}"
+    );
+    drop(held);
+}
