@@ -164,6 +164,8 @@ impl ViewSink for Mesh {
             });
         }
         lock(&self.tallies).retain(|node, _| view.peer(node).is_some());
+        let now = Instant::now();
+        lock(&self.paused).retain(|node, until| *until > now && view.peer(node).is_some());
         self.view.store(Arc::new(view));
     }
 }

@@ -7,6 +7,7 @@
 //! a stream, the operation is its own and the stream goes back to the client as is.
 
 use http_body_util::BodyExt;
+use tracing::Instrument;
 
 use crate::body::{self, BoxError, ProxyRequest, ProxyResponse};
 use crate::hop::{self, Hop};
@@ -93,7 +94,8 @@ impl Router {
                     config.peers.sending(&Target::Peer(node.clone()));
                     let mut attempt = attempt;
                     hop::mark_forwarded(attempt.headers_mut());
-                    let outcome = match channel.send(attempt).await {
+                    let span = tracing::debug_span!("forward", peer = %node);
+                    let outcome = match channel.send(attempt).instrument(span).await {
                         Ok(response) if !refused(&response) => {
                             self.count_forward(&node, ForwardOutcome::Accepted);
                             return Ok(response.map(body::boxed));

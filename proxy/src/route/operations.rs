@@ -3,6 +3,8 @@
 //! unchanged request to the owner, one hop at most. An owner that is not a member
 //! gives NOT_FOUND, which makes Bazel start the action again with Execute.
 
+use tracing::Instrument;
+
 use crate::body::{self, BoxError, ProxyRequest, ProxyResponse};
 use crate::grpc_method::GrpcMethod;
 use crate::hop::{self, Hop};
@@ -53,7 +55,8 @@ impl Router {
         let mut head = copy_head(&parts);
         hop::mark_forwarded(&mut head.headers);
         let request = http::Request::from_parts(head, body::full(grpc_frame::encode(&message)));
-        match channel.send(request).await {
+        let span = tracing::debug_span!("operation", owner = %name.node_id);
+        match channel.send(request).instrument(span).await {
             Ok(response) => Ok(response.map(body::boxed)),
             // The owner cannot even be dialled: it died and gossip has not said so yet.
             // Its operations died with it, and NOT_FOUND (rather than a retryable
