@@ -51,7 +51,7 @@ impl Listeners {
     /// The line printed on stdout once the proxy serves.
     pub fn ready_line(&self, config: &Config) -> std::io::Result<ReadyLine> {
         Ok(ReadyLine {
-            ready: "remesh-proxy",
+            ready: "remesh-proxy".into(),
             grpc: self.grpc.local_addr()?,
             admin: self.admin.local_addr()?,
             gossip: self.gossip.local_addr()?,
@@ -63,7 +63,8 @@ impl Listeners {
 /// `{"ready":"remesh-proxy","grpc":…,"admin":…,"gossip":…,"node_id":…}`.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct ReadyLine {
-    pub ready: &'static str,
+    /// Always "remesh-proxy" (a `Cow` so that readers can deserialise the line).
+    pub ready: std::borrow::Cow<'static, str>,
     pub grpc: SocketAddr,
     pub admin: SocketAddr,
     pub gossip: SocketAddr,
