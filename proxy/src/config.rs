@@ -75,8 +75,9 @@ pub struct Config {
     /// new members learn it. Changes that matter are sent at once regardless.
     #[serde(with = "humantime_serde")]
     pub load_heartbeat: Duration,
-    /// Largest gRPC message the proxy buffers: the Execute request and one Operation
-    /// in a renamed response. Other services stream through without a bound here.
+    /// Largest gRPC message the proxy buffers: one Operation in a renamed response (the
+    /// Execute request itself is capped at 1 MiB below this). Other services stream
+    /// through without a bound here.
     pub max_message_bytes: usize,
     /// Pass gRPC methods the proxy does not know to the backend instead of
     /// answering UNIMPLEMENTED.

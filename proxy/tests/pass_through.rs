@@ -246,3 +246,15 @@ async fn a_dead_backend_is_unavailable_not_a_crash() {
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     assert!(!proxy.task.is_finished());
 }
+
+#[tokio::test]
+async fn an_oversized_execute_request_is_refused_without_reaching_the_backend() {
+    let (proxy, backend) = proxy_and_backend().await;
+    let mut execution =
+        ExecutionClient::new(proxy.channel().await).max_encoding_message_size(8 << 20);
+    let mut request = execute_request("main");
+    request.instance_name = "x".repeat(2 << 20);
+    let status = execution.execute(request).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert_eq!(backend.recorded.lock().unwrap().executes, 0);
+}

@@ -17,6 +17,11 @@ use crate::wire::request_message::{self, ExecuteRouting};
 
 use super::{ForwardOutcome, Router, Target, copy_head};
 
+/// An ExecuteRequest is a digest, an instance name and a few policies: well under a
+/// kilobyte. The cap keeps what many concurrent streams can make the proxy buffer
+/// small, whatever `max_message_bytes` allows for responses.
+const MAX_EXECUTE_REQUEST_BYTES: usize = 1 << 20;
+
 /// gRPC codes a candidate may answer before accepting that mean "try elsewhere".
 const RETRY_ELSEWHERE: &[tonic::Code] = &[
     tonic::Code::Unavailable,
@@ -38,7 +43,8 @@ impl Router {
     pub(super) async fn execute(&self, request: ProxyRequest) -> Result<ProxyResponse, BoxError> {
         let config = &self.state.config;
         let (parts, body) = request.into_parts();
-        let message = request_message::read_single(body, config.max_message_bytes).await?;
+        let limit = config.max_message_bytes.min(MAX_EXECUTE_REQUEST_BYTES);
+        let message = request_message::read_single(body, limit).await?;
         let routing = ExecuteRouting::parse(&message)?;
         let framed = grpc_frame::encode(&message);
 
