@@ -8,7 +8,7 @@
 //! a `leaving` record, then leaves the cluster, so peers stop sending work at once.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -91,6 +91,8 @@ struct MembershipTask<S> {
     leaving: bool,
     /// Each member's last known state, to log and count every transition once.
     known: HashMap<SocketAddr, (NodeId, PeerState)>,
+    /// Node ids already reported as claimed by two live members.
+    duplicates_reported: HashSet<NodeId>,
 }
 
 /// Runs membership until `shutdown`, then leaves the cluster gracefully.
@@ -130,6 +132,7 @@ pub async fn run<S: ViewSink>(
         version: 0,
         leaving: false,
         known: HashMap::new(),
+        duplicates_reported: HashSet::new(),
     };
 
     let (seeds_tx, mut seeds_rx) = mpsc::channel(4);
@@ -340,6 +343,7 @@ impl<S: ViewSink> MembershipTask<S> {
                 .inc();
         }
         self.known = current;
+        self.report_duplicate_ids();
 
         let view = ClusterView {
             local: self.foca.identity().clone(),
@@ -363,6 +367,25 @@ impl<S: ViewSink> MembershipTask<S> {
             .cluster_queue_depth
             .set(view.cluster_queue_depth() as i64);
         self.sink.publish(view);
+    }
+
+    /// Operation names route by node id, so two live members with one id would get
+    /// each other's WaitExecution calls. Nothing can fix that but the configuration:
+    /// say so loudly, once per id.
+    fn report_duplicate_ids(&mut self) {
+        let own = &self.foca.identity().node_id;
+        let mut seen: HashSet<&NodeId> = HashSet::from([own]);
+        let mut duplicates = Vec::new();
+        for (node, state) in self.known.values() {
+            if *state != PeerState::Down && !seen.insert(node) {
+                duplicates.push(node.clone());
+            }
+        }
+        for node in duplicates {
+            if self.duplicates_reported.insert(node.clone()) {
+                tracing::error!(%node, "two live members share this node id; give every node its own");
+            }
+        }
     }
 
     /// Tells the cluster this node takes no more work, then leaves.
