@@ -32,6 +32,7 @@ pub fn status_of(error: &BoxError) -> tonic::Status {
             RouteError::BadOperationName(_) => Code::InvalidArgument,
             RouteError::UnknownNode(_) | RouteError::OwnerUnreachable { .. } => Code::NotFound,
             RouteError::Unimplemented(_) => Code::Unimplemented,
+            RouteError::NoCandidate => Code::Unavailable,
         }
     } else if let Some(error) = error.downcast_ref::<RequestError>() {
         match error {

@@ -249,3 +249,37 @@ async fn a_peer_that_refuses_before_accepting_is_skipped_for_local() {
     );
     drop(held);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_backend_is_down_sends_new_work_to_peers() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_addr = dead.local_addr().unwrap();
+    drop(dead);
+    let mut config_a = support::loopback_config("d-a", dead_addr);
+    config_a.load_heartbeat = Duration::from_millis(300);
+    let a = start_proxy(config_a).await;
+    let backend_b = FakeBackend::default();
+    let addr_b = backend_b.clone().start().await;
+    let mut config_b = support::loopback_config("d-b", addr_b);
+    config_b.load_heartbeat = Duration::from_millis(300);
+    config_b.join = vec![a.ready.gossip.to_string()];
+    let b = start_proxy(config_b).await;
+    for node in [&a, &b] {
+        for id in ["d-a", "d-b"] {
+            wait_member_state(node.ready.admin, id, "alive", CONVERGE).await;
+        }
+    }
+    // Both idle: a prefers itself, fails to reach its backend, and b takes the work.
+    let mut stream = ExecutionClient::new(a.channel().await)
+        .execute(execute_request("main", "rescued"))
+        .await
+        .unwrap()
+        .into_inner();
+    let operation = stream.message().await.unwrap().unwrap();
+    assert!(
+        operation.name.starts_with("remesh/d-b/"),
+        "{}",
+        operation.name
+    );
+    assert_eq!(backend_b.recorded.lock().unwrap().executes, 1);
+}

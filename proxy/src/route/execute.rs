@@ -15,7 +15,7 @@ use crate::wire::grpc_frame;
 use crate::wire::operation_rewrite::OperationShape;
 use crate::wire::request_message::{self, ExecuteRouting};
 
-use super::{ForwardOutcome, Router, Target, copy_head};
+use super::{ForwardOutcome, RouteError, Router, Target, copy_head};
 
 /// An ExecuteRequest is a digest, an instance name and a few policies: well under a
 /// kilobyte. The cap keeps what many concurrent streams can make the proxy buffer
@@ -64,6 +64,7 @@ impl Router {
         );
 
         let mut last_refusal = None;
+        let mut last_error: Option<BoxError> = None;
         let count = candidates.len();
         for (index, target) in candidates.into_iter().enumerate() {
             let is_last = index + 1 == count;
@@ -89,7 +90,8 @@ impl Router {
                         Ok(response) => last_refusal = Some(response),
                         Err(error) if is_last => return Err(error),
                         Err(error) => {
-                            tracing::warn!(%error, "local backend failed; trying peers");
+                            tracing::debug!(%error, "local backend failed; trying peers");
+                            last_error = Some(error);
                         }
                     }
                 }
@@ -112,6 +114,7 @@ impl Router {
                         }
                         Err(error) => {
                             tracing::debug!(peer = %node, %error, "forward failed");
+                            last_error = Some(error.into());
                             ForwardOutcome::Failed
                         }
                     };
@@ -119,9 +122,13 @@ impl Router {
                 }
             }
         }
-        // Only reachable when every candidate refused and the local one errored
-        // earlier or was refused too: the client gets the last refusal.
-        last_refusal.ok_or_else(|| "no candidate could take the Execute".into())
+        // Every candidate refused or failed (the local one before the last position):
+        // the client gets the last refusal, else the last failure, both retryable.
+        match (last_refusal, last_error) {
+            (Some(refusal), _) => Ok(refusal),
+            (None, Some(error)) => Err(error),
+            (None, None) => Err(RouteError::NoCandidate.into()),
+        }
     }
 
     fn count_forward(&self, node: &crate::operation_name::NodeId, outcome: ForwardOutcome) {

@@ -90,6 +90,8 @@ pub enum RouteError {
     UnknownNode(NodeId),
     #[error("operation owner {node} is unreachable: {reason}")]
     OwnerUnreachable { node: NodeId, reason: String },
+    #[error("no node could take the Execute")]
+    NoCandidate,
     #[error("method {0} is not served by this proxy")]
     Unimplemented(String),
 }
