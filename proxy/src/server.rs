@@ -48,8 +48,19 @@ impl Listeners {
         })
     }
 
-    /// The line printed on stdout once the proxy serves.
-    pub fn ready_line(&self, config: &Config) -> std::io::Result<ReadyLine> {
+    /// The line printed on stdout once the proxy serves. Fails (before anything is
+    /// printed) when peers could not be told where this node is.
+    pub fn ready_line(&self, config: &Config) -> Result<ReadyLine, RunError> {
+        advertised(
+            "grpc_advertise",
+            config.grpc_advertise,
+            self.grpc.local_addr()?,
+        )?;
+        advertised(
+            "gossip_advertise",
+            config.gossip_advertise,
+            self.gossip.local_addr()?,
+        )?;
         Ok(ReadyLine {
             ready: "remesh-proxy".into(),
             grpc: self.grpc.local_addr()?,

@@ -93,3 +93,23 @@ async fn a_bad_configuration_names_its_field() {
     assert!(stderr.contains("capacity:"), "{stderr}");
     assert!(output.stdout.is_empty(), "no ready line for a bad config");
 }
+
+#[tokio::test]
+async fn a_wildcard_listener_without_an_advertised_address_is_refused_before_ready() {
+    let output = tokio::process::Command::new(proxy_binary())
+        .args(["serve", "--node-id", "w", "--listen", "0.0.0.0:0"])
+        .args([
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--gossip-listen",
+            "127.0.0.1:0",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("grpc_advertise"), "{stderr}");
+    assert!(output.stdout.is_empty(), "no ready line");
+}
