@@ -168,13 +168,15 @@ impl UpCluster {
     }
 }
 
-/// A counter or gauge from a Prometheus text page (summing every label set).
+/// A counter or gauge from a Prometheus text page: `name` alone sums every label set,
+/// `name{label="value"}` picks one.
 pub async fn metric(addr: SocketAddr, name: &str) -> f64 {
     let (_, body) = super::http_get(addr, "/metrics").await.unwrap_or_default();
     body.lines()
         .filter(|line| {
-            line.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+            line.strip_prefix(name).is_some_and(|rest| {
+                rest.starts_with(' ') || (!name.ends_with('}') && rest.starts_with('{'))
+            })
         })
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
