@@ -8,7 +8,8 @@
 //! - `grpc_server`: the HTTP/2 accept loop serving the service stack.
 //! - `edge`: the outermost layer, where errors become gRPC statuses.
 //! - `route`: which node serves a call (pass-through, Execute, operation names).
-//! - `channel`: one pooled HTTP/2 connection per upstream (backend or peer).
+//! - `channel`: pooled HTTP/2 connections to an upstream (one per peer, a few to the
+//!   backend).
 //! - `wire`: gRPC framing and protobuf walking, for reading and renaming without
 //!   re-encoding.
 //! - `operation_name`: `remesh/<node_id>/<backend name>`.
@@ -21,6 +22,9 @@
 //! - `load`: a node's load, from the executor or counted by the proxy.
 //! - `metrics`: Prometheus families.
 //! - `body`: the body type every layer passes on.
+//!
+//! The binary (`main.rs`) adds `serve` (one proxy) and `up` (`up.rs`: a loopback
+//! cluster of executors and proxies for trying remesh and for tests).
 #![forbid(unsafe_code)]
 
 pub mod admin;
