@@ -51,7 +51,8 @@ mod tests {
         let seeds = vec![
             "localhost:7946".to_owned(),
             "127.0.0.1:7947".to_owned(),
-            "no-such-host.invalid:7948".to_owned(),
+            // Fails without asking DNS (whose speed a test cannot count on).
+            "host-with:bad-port".to_owned(),
         ];
         let task = tokio::spawn(resolve_periodically(
             seeds,
@@ -74,7 +75,11 @@ mod tests {
                 batch.contains(&"127.0.0.1:7947".parse().unwrap()),
                 "{batch:?}"
             );
-            assert!(batch.iter().all(|addr| addr.port() != 7948), "{batch:?}");
+            assert_eq!(
+                batch.len(),
+                2 + usize::from(batch.contains(&loopback6)),
+                "{batch:?}"
+            );
         }
         shutdown.cancel();
         tokio::time::timeout(Duration::from_secs(10), task)
