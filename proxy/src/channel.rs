@@ -1,0 +1,308 @@
+//! One multiplexed HTTP/2 (h2c) connection to one upstream: the local backend or a
+//! peer's proxy.
+//!
+//! Connected lazily, shared by every stream to that upstream, and re-established when
+//! the previous connection closed. A request that never reached a dead connection is
+//! retried once on a fresh one, which keeps a backend restart invisible to clients.
+//! Dropping the channel (a peer that left) closes the connection once in-flight
+//! streams end.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::client::conn::http2::{self, SendRequest};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+use tokio::sync::Mutex;
+
+use crate::body::{ProxyBody, ProxyRequest};
+
+/// Where an upstream listens: host (name or IP) and port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointError {
+    #[error("{0:?} must look like grpc://host:port")]
+    Malformed(String),
+}
+
+impl Endpoint {
+    /// Parses `grpc://host:port` (or a bare `host:port`); `[::1]:80` style IPv6 works.
+    pub fn parse(url: &str) -> Result<Self, EndpointError> {
+        let malformed = || EndpointError::Malformed(url.to_owned());
+        let rest = url.strip_prefix("grpc://").unwrap_or(url);
+        let authority: http::uri::Authority = rest.parse().map_err(|_| malformed())?;
+        if authority.as_str() != rest {
+            return Err(malformed());
+        }
+        let port = authority.port_u16().ok_or_else(malformed)?;
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        if host.is_empty() {
+            return Err(malformed());
+        }
+        Ok(Self {
+            host: host.to_owned(),
+            port,
+        })
+    }
+
+    pub fn from_addr(addr: std::net::SocketAddr) -> Self {
+        Self {
+            host: addr.ip().to_string(),
+            port: addr.port(),
+        }
+    }
+
+    fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Why a request did not reach the upstream (or its answer did not come back).
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelError {
+    #[error("connecting to {endpoint}: {source}")]
+    Connect {
+        endpoint: String,
+        source: std::io::Error,
+    },
+    #[error("connecting to {endpoint}: timed out after {after:?}")]
+    ConnectTimeout { endpoint: String, after: Duration },
+    #[error("HTTP/2 handshake with {endpoint}: {}", error_chain(source))]
+    Handshake {
+        endpoint: String,
+        source: hyper::Error,
+    },
+    #[error("request to {endpoint}: {}", error_chain(source))]
+    Request {
+        endpoint: String,
+        source: hyper::Error,
+    },
+    #[error("bad request URI: {0}")]
+    Uri(#[from] http::Error),
+}
+
+/// An error and its causes on one line: hyper's own message ("http2 error") says
+/// little without the h2 reason beneath it.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    text
+}
+
+impl ChannelError {
+    /// Whether the failure happened before any request reached the upstream (no
+    /// connection could be made), as opposed to one lost in flight.
+    pub fn never_reached_upstream(&self) -> bool {
+        matches!(
+            self,
+            Self::Connect { .. } | Self::ConnectTimeout { .. } | Self::Handshake { .. }
+        )
+    }
+}
+
+/// Tuning shared by every upstream connection.
+#[derive(Debug, Clone)]
+pub struct ChannelSettings {
+    pub connect_timeout: Duration,
+    /// Pings on an otherwise quiet connection, so that a dead upstream is noticed.
+    pub keepalive_interval: Duration,
+}
+
+impl Default for ChannelSettings {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(3),
+            keepalive_interval: Duration::from_secs(20),
+        }
+    }
+}
+
+pub struct Http2Channel {
+    endpoint: Endpoint,
+    authority: String,
+    settings: ChannelSettings,
+    /// One slot per connection; requests take them in turn.
+    connections: Vec<Mutex<Option<SendRequest<ProxyBody>>>>,
+    next: AtomicUsize,
+}
+
+impl Http2Channel {
+    /// One connection: what a peer gets (its proxy allows 1,000 streams on it).
+    pub fn new(endpoint: Endpoint, settings: ChannelSettings) -> Self {
+        Self::with_connections(endpoint, settings, 1)
+    }
+
+    /// `count` connections used in turn. For a backend whose server caps concurrent
+    /// streams per connection (hyper's default is 200): long Execute streams must not
+    /// fill the one connection and make every CAS call wait behind them.
+    pub fn with_connections(endpoint: Endpoint, settings: ChannelSettings, count: usize) -> Self {
+        Self {
+            authority: endpoint.authority(),
+            endpoint,
+            settings,
+            connections: (0..count.max(1)).map(|_| Mutex::new(None)).collect(),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// Sends `request` (its path kept, scheme and authority replaced) and returns the
+    /// upstream's response head; the body streams on.
+    pub async fn send(
+        &self,
+        request: ProxyRequest,
+    ) -> Result<http::Response<Incoming>, ChannelError> {
+        let (mut parts, body) = request.into_parts();
+        let path = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |path| path.as_str())
+            .to_owned();
+        parts.uri = http::Uri::builder()
+            .scheme("http")
+            .authority(self.authority.as_str())
+            .path_and_query(path)
+            .build()?;
+        let mut request = http::Request::from_parts(parts, body);
+        let slot =
+            &self.connections[self.next.fetch_add(1, Ordering::Relaxed) % self.connections.len()];
+        for attempt in 0..2 {
+            let mut sender = self.connected_sender(slot).await?;
+            match sender.try_send_request(request).await {
+                Ok(response) => return Ok(response),
+                Err(mut error) => match error.take_message() {
+                    // Never written to the connection: safe to resend on a new one.
+                    Some(unsent) if attempt == 0 => {
+                        forget(slot, &sender).await;
+                        request = unsent;
+                    }
+                    _ => {
+                        forget(slot, &sender).await;
+                        return Err(ChannelError::Request {
+                            endpoint: self.authority.clone(),
+                            source: error.into_error(),
+                        });
+                    }
+                },
+            }
+        }
+        unreachable!("the second attempt always returns")
+    }
+
+    async fn connected_sender(
+        &self,
+        slot: &Mutex<Option<SendRequest<ProxyBody>>>,
+    ) -> Result<SendRequest<ProxyBody>, ChannelError> {
+        // Held across the dial so that concurrent first requests share one connection.
+        let mut guard = slot.lock().await;
+        if let Some(sender) = guard.as_ref()
+            && !sender.is_closed()
+        {
+            return Ok(sender.clone());
+        }
+        let sender = self.dial().await?;
+        *guard = Some(sender.clone());
+        Ok(sender)
+    }
+
+    async fn dial(&self) -> Result<SendRequest<ProxyBody>, ChannelError> {
+        let endpoint = self.authority.clone();
+        let after = self.settings.connect_timeout;
+        let connect = TcpStream::connect((self.endpoint.host.as_str(), self.endpoint.port));
+        let stream = tokio::time::timeout(after, connect)
+            .await
+            .map_err(|_| ChannelError::ConnectTimeout {
+                endpoint: endpoint.clone(),
+                after,
+            })?
+            .map_err(|source| ChannelError::Connect {
+                endpoint: endpoint.clone(),
+                source,
+            })?;
+        // Small gRPC messages must not wait for Nagle.
+        let _ = stream.set_nodelay(true);
+        let (mut sender, connection) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .adaptive_window(true)
+            .keep_alive_interval(self.settings.keepalive_interval)
+            .keep_alive_timeout(self.settings.keepalive_interval)
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|source| ChannelError::Handshake {
+                endpoint: endpoint.clone(),
+                source,
+            })?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%endpoint, %error, "upstream connection closed");
+            }
+        });
+        sender
+            .ready()
+            .await
+            .map_err(|source| ChannelError::Handshake {
+                endpoint: self.authority.clone(),
+                source,
+            })?;
+        Ok(sender)
+    }
+}
+
+/// Forgets a slot's connection once it is closed, so the next request dials anew.
+async fn forget(slot: &Mutex<Option<SendRequest<ProxyBody>>>, failed: &SendRequest<ProxyBody>) {
+    let mut guard = slot.lock().await;
+    if guard
+        .as_ref()
+        .is_some_and(|current| current.is_closed() || failed.is_closed())
+    {
+        guard.take();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_parse() {
+        let parsed = Endpoint::parse("grpc://127.0.0.1:8980").unwrap();
+        assert_eq!((parsed.host.as_str(), parsed.port), ("127.0.0.1", 8980));
+        let parsed = Endpoint::parse("grpc://[::1]:1").unwrap();
+        assert_eq!(
+            (parsed.host.as_str(), parsed.authority()),
+            ("::1", "[::1]:1".into())
+        );
+        let parsed = Endpoint::parse("backend.ns.svc:8980").unwrap();
+        assert_eq!(parsed.host, "backend.ns.svc");
+        for bad in [
+            "grpc://host",
+            "grpc://:80",
+            "grpc://a:b",
+            "grpc://h:1/path",
+            "",
+        ] {
+            assert!(Endpoint::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,49 @@
+//! remesh-proxy: the cluster. A proxy runs in front of each node's REAPI backend,
+//! finds the other proxies by SWIM gossip, sends each Execute to a lightly loaded
+//! node, and routes every later call about an operation to the node that owns it.
+//!
+//! # Layout
+//! - `config`: the TOML file, flags and environment, validated.
+//! - `server`: binds everything together; `run(config, listeners, shutdown)`.
+//! - `grpc_server`: the HTTP/2 accept loop serving the service stack.
+//! - `edge`: the outermost layer, where errors become gRPC statuses.
+//! - `route`: which node serves a call (pass-through, Execute, operation names).
+//! - `channel`: pooled HTTP/2 connections to an upstream (one per peer, a few to the
+//!   backend).
+//! - `wire`: gRPC framing and protobuf walking, for reading and renaming without
+//!   re-encoding.
+//! - `operation_name`: `remesh/<node_id>/<backend name>`.
+//! - `hop`: the single-hop rule for forwarded requests.
+//! - `membership`: SWIM gossip (foca) over UDP, load records as broadcasts, the
+//!   published cluster view.
+//! - `mesh`: the router's side of the cluster: view, peer channels, own forwards.
+//! - `balance`: `PeerSelector` policies, pure functions of a load snapshot.
+//! - `admin`: `/metrics`, `/healthz`, `/readyz`, `/cluster`.
+//! - `load`: a node's load, from the executor or counted by the proxy.
+//! - `metrics`: Prometheus families.
+//! - `body`: the body type every layer passes on.
+//!
+//! The binary (`main.rs`) adds `serve` (one proxy) and `up` (`up.rs`: a loopback
+//! cluster of executors and proxies for trying remesh and for tests).
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod balance;
+pub mod body;
+pub mod channel;
+pub mod config;
+pub mod edge;
+pub mod grpc_method;
+pub mod grpc_server;
+pub mod hop;
+pub mod load;
+pub mod membership;
+pub mod mesh;
+pub mod metrics;
+pub mod operation_name;
+pub mod route;
+pub mod server;
+pub mod wire;
+
+pub use config::{Config, ServeArgs};
+pub use server::{Listeners, ReadyLine, RunError, run};

@@ -1,0 +1,113 @@
+//! The proxy's Prometheus metrics. `ProxyMetrics` is cheap to clone; each subsystem
+//! records into the families it owns (the edge: requests; routing: forwards;
+//! membership: members, gossip; load: queue depths). Served by `admin`.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// Label pairs; a `Vec` keeps the families' types simple.
+pub type Labels = Vec<(&'static str, String)>;
+
+#[derive(Clone)]
+pub struct ProxyMetrics {
+    registry: Arc<Registry>,
+    /// Finished gRPC requests by `method` and `code` (the gRPC status name).
+    pub requests_total: Family<Labels, Counter>,
+    /// Execute forwards by `peer` and `outcome` (`accepted`, `refused`, `failed`).
+    pub forwards_total: Family<Labels, Counter>,
+    /// Members by `state` (`alive`, `suspect`, `down`), this node included.
+    pub members: Family<Labels, Gauge>,
+    /// Membership changes by `event` (`join`, `suspect`, `down`, `leave`).
+    pub membership_events_total: Family<Labels, Counter>,
+    /// This node's queued actions, and the sum over every live member.
+    pub local_queue_depth: Gauge,
+    pub cluster_queue_depth: Gauge,
+    /// Gossip datagrams and bytes by `direction` (`sent`, `received`).
+    pub gossip_packets_total: Family<Labels, Counter>,
+    pub gossip_bytes_total: Family<Labels, Counter>,
+}
+
+impl Default for ProxyMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ProxyMetrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("remesh_proxy");
+        let requests_total = Family::<Labels, Counter>::default();
+        let forwards_total = Family::<Labels, Counter>::default();
+        let members = Family::<Labels, Gauge>::default();
+        let membership_events_total = Family::<Labels, Counter>::default();
+        let local_queue_depth = Gauge::default();
+        let cluster_queue_depth = Gauge::default();
+        let gossip_packets_total = Family::<Labels, Counter>::default();
+        let gossip_bytes_total = Family::<Labels, Counter>::default();
+        registry.register(
+            "requests",
+            "gRPC requests by method and status code",
+            requests_total.clone(),
+        );
+        registry.register(
+            "forwards",
+            "Execute forwards to peers by peer and outcome",
+            forwards_total.clone(),
+        );
+        registry.register("members", "Cluster members by state", members.clone());
+        registry.register(
+            "membership_events",
+            "Membership changes by event",
+            membership_events_total.clone(),
+        );
+        registry.register(
+            "local_queue_depth",
+            "Actions queued on this node's backend",
+            local_queue_depth.clone(),
+        );
+        registry.register(
+            "cluster_queue_depth",
+            "Actions queued on every live member together (autoscaling signal)",
+            cluster_queue_depth.clone(),
+        );
+        registry.register(
+            "gossip_packets",
+            "Gossip datagrams by direction",
+            gossip_packets_total.clone(),
+        );
+        registry.register(
+            "gossip_bytes",
+            "Gossip bytes by direction",
+            gossip_bytes_total.clone(),
+        );
+        Self {
+            registry: Arc::new(registry),
+            requests_total,
+            forwards_total,
+            members,
+            membership_events_total,
+            local_queue_depth,
+            cluster_queue_depth,
+            gossip_packets_total,
+            gossip_bytes_total,
+        }
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// One label pair, for call sites that count by a single dimension.
+pub fn label(name: &'static str, value: impl Into<String>) -> Labels {
+    vec![(name, value.into())]
+}

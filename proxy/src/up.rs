@@ -1,0 +1,414 @@
+//! `remesh-proxy up`: a whole cluster on loopback, for trying remesh and for tests.
+//!
+//! Spawns, per node, a `remesh-executor` (found next to this binary) and a proxy
+//! (this binary, `serve`) in front of it, every port picked by the OS. Node 0's
+//! executor is the others' backing cache, so all nodes share one tier 2. Waits until
+//! node 0 sees every member with its load, then prints one JSON ready line on stdout
+//! (and a human summary with the Bazel flags on stderr). On Ctrl-C or SIGTERM it stops
+//! every process it started, by pid: SIGTERM, then SIGKILL after a grace period. A
+//! child that dies on its own is reported and left dead (fault tests kill nodes).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use remesh_proxy::config::Policy;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::Command;
+use tokio::sync::mpsc;
+
+/// How long a child may take to print its ready line.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long children get to exit after SIGTERM.
+const STOP_GRACE: Duration = Duration::from_secs(15);
+
+#[derive(Debug, clap::Args)]
+pub struct UpArgs {
+    /// Number of nodes (executor + proxy each).
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// Runners per executor: one value for every node, or one per node
+    /// (`--runners 1,4,4`). Default: the executor's own (one per CPU).
+    #[arg(long, value_delimiter = ',')]
+    runners: Vec<usize>,
+    #[arg(long, default_value = "least-loaded")]
+    policy: Policy,
+    /// Where nodes keep their data and logs; default: a fresh temporary directory,
+    /// removed on exit.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// The remesh-executor binary; default: next to this one.
+    #[arg(long)]
+    executor: Option<PathBuf>,
+    /// A backing cache for node 0's executor (the cluster's shared tier 2), e.g. a
+    /// BuildGrid or bazel-remote endpoint `grpc://host:port`.
+    #[arg(long)]
+    backing_cache: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ExecutorReady {
+    grpc: SocketAddr,
+    metrics: SocketAddr,
+    load: SocketAddr,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ProxyReady {
+    grpc: SocketAddr,
+    admin: SocketAddr,
+    gossip: SocketAddr,
+    node_id: String,
+}
+
+/// One node of the cluster, as the ready line reports it.
+#[derive(Debug, Serialize)]
+struct NodeReport {
+    node_id: String,
+    grpc: SocketAddr,
+    admin: SocketAddr,
+    gossip: SocketAddr,
+    proxy_pid: u32,
+    executor: ExecutorReady,
+    executor_pid: u32,
+    data_dir: PathBuf,
+}
+
+#[derive(Debug, Serialize)]
+struct ClusterReady<'a> {
+    ready: &'static str,
+    nodes: &'a [NodeReport],
+    bazel_flags: Vec<String>,
+}
+
+/// The children, by pid, and a channel on which each reports its exit.
+struct Children {
+    running: HashMap<u32, String>,
+    exits: mpsc::UnboundedSender<(u32, std::process::ExitStatus)>,
+}
+
+impl Children {
+    /// Spawns `command`, reads its first stdout line as JSON, keeps draining stdout.
+    async fn spawn_ready<T: for<'de> Deserialize<'de>>(
+        &mut self,
+        name: String,
+        command: &mut Command,
+        log: &Path,
+    ) -> anyhow::Result<(u32, T)> {
+        let log_file =
+            std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log_file))
+            .kill_on_drop(true);
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
+        let pid = child.id().context("child has no pid")?;
+        let stdout = child.stdout.take().context("child stdout")?;
+        self.running.insert(pid, name.clone());
+        let exits = self.exits.clone();
+        tokio::spawn(async move {
+            if let Ok(status) = child.wait().await {
+                let _ = exits.send((pid, status));
+            }
+        });
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(READY_TIMEOUT, lines.next_line())
+            .await
+            .with_context(|| {
+                format!(
+                    "{name} printed no ready line within {READY_TIMEOUT:?}; see {}",
+                    log.display()
+                )
+            })??
+            .with_context(|| format!("{name} exited before it was ready; see {}", log.display()))?;
+        let ready =
+            serde_json::from_str(&line).with_context(|| format!("{name} ready line {line:?}"))?;
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok((pid, ready))
+    }
+
+    /// SIGTERM to every child still running, then SIGKILL to those that outlive the
+    /// grace period.
+    async fn stop_all(
+        &mut self,
+        exits: &mut mpsc::UnboundedReceiver<(u32, std::process::ExitStatus)>,
+    ) {
+        for pid in self.running.keys() {
+            let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGTERM);
+        }
+        let deadline = tokio::time::Instant::now() + STOP_GRACE;
+        while !self.running.is_empty() {
+            match tokio::time::timeout_at(deadline, exits.recv()).await {
+                Ok(Some((pid, _))) => {
+                    self.running.remove(&pid);
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    for (pid, name) in &self.running {
+                        eprintln!("{name} (pid {pid}) ignored SIGTERM; killing it");
+                        let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGKILL);
+                    }
+                    break;
+                }
+            }
+        }
+    }
+}
+
+fn executor_binary(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    let path = match explicit {
+        Some(path) => path,
+        None => std::env::current_exe()
+            .context("locating this binary")?
+            .with_file_name("remesh-executor"),
+    };
+    if !path.is_file() {
+        bail!(
+            "remesh-executor not found at {} (build it with `cargo build -p remesh-executor`, or pass --executor)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// Polls node 0's `/cluster` until it lists `nodes` alive members with known load.
+async fn wait_converged(admin: SocketAddr, nodes: usize) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+    loop {
+        if let Ok(Some(alive)) = alive_with_load(admin).await
+            && alive >= nodes
+        {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("the cluster did not converge to {nodes} nodes within {READY_TIMEOUT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn alive_with_load(admin: SocketAddr) -> anyhow::Result<Option<usize>> {
+    let mut stream = tokio::net::TcpStream::connect(admin).await?;
+    stream
+        .write_all(b"GET /cluster HTTP/1.0\r\nHost: admin\r\n\r\n")
+        .await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let Some((_, body)) = response.split_once("\r\n\r\n") else {
+        return Ok(None);
+    };
+    let report: remesh_proxy::admin::ClusterReport = serde_json::from_str(body)?;
+    Ok(Some(
+        report
+            .members
+            .iter()
+            .filter(|m| m.state == "alive" && m.load.is_some_and(|l| l.max_concurrency > 0))
+            .count(),
+    ))
+}
+
+pub async fn up(args: UpArgs) -> anyhow::Result<()> {
+    if args.nodes == 0 {
+        bail!("--nodes must be at least 1");
+    }
+    if args.runners.len() > 1 && args.runners.len() != args.nodes {
+        bail!(
+            "--runners takes one value or one per node ({} nodes)",
+            args.nodes
+        );
+    }
+    let executor = executor_binary(args.executor)?;
+    let proxy = std::env::current_exe().context("locating this binary")?;
+    let temporary;
+    let base = match args.data_dir {
+        Some(dir) => dir,
+        None => {
+            temporary = TempDirectory::new()?;
+            temporary.path.clone()
+        }
+    };
+    let (exits_tx, mut exits) = mpsc::unbounded_channel();
+    let mut children = Children {
+        running: HashMap::new(),
+        exits: exits_tx,
+    };
+    let started = start_nodes(
+        &mut children,
+        &executor,
+        &proxy,
+        &base,
+        &args.runners,
+        args.nodes,
+        args.policy,
+        args.backing_cache.as_deref(),
+    )
+    .await;
+    let nodes = match started {
+        Ok(nodes) => nodes,
+        Err(error) => {
+            children.stop_all(&mut exits).await;
+            return Err(error);
+        }
+    };
+    if let Err(error) = wait_converged(nodes[0].admin, nodes.len()).await {
+        children.stop_all(&mut exits).await;
+        return Err(error);
+    }
+
+    let bazel_flags = vec![
+        format!("--remote_executor=grpc://{}", nodes[0].grpc),
+        "--remote_instance_name=main".to_owned(),
+    ];
+    for node in &nodes {
+        eprintln!(
+            "{}: grpc://{}  admin http://{}/cluster  executor metrics http://{}/metrics  data {}",
+            node.node_id,
+            node.grpc,
+            node.admin,
+            node.executor.metrics,
+            node.data_dir.display()
+        );
+    }
+    eprintln!("bazel build {} //...", bazel_flags.join(" "));
+    let ready = ClusterReady {
+        ready: "remesh-cluster",
+        nodes: &nodes,
+        bazel_flags,
+    };
+    println!("{}", serde_json::to_string(&ready)?);
+
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+            Some((pid, status)) = exits.recv() => {
+                if let Some(name) = children.running.remove(&pid) {
+                    eprintln!("{name} (pid {pid}) exited: {status}");
+                }
+            }
+        }
+    }
+    children.stop_all(&mut exits).await;
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn start_nodes(
+    children: &mut Children,
+    executor: &Path,
+    proxy: &Path,
+    base: &Path,
+    runners: &[usize],
+    count: usize,
+    policy: Policy,
+    backing_cache: Option<&str>,
+) -> anyhow::Result<Vec<NodeReport>> {
+    let mut nodes: Vec<NodeReport> = Vec::new();
+    for index in 0..count {
+        let node_id = format!("node-{index}");
+        let dir = base.join(&node_id);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let mut command = Command::new(executor);
+        command
+            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+            .args(["--load-listen", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(dir.join("data"));
+        if let Some(runners) = runners.get(index).or(runners.first()) {
+            command.args(["--runners", &runners.to_string()]);
+        }
+        match (nodes.first(), backing_cache) {
+            (Some(first), _) => {
+                command.args([
+                    "--backing-cache",
+                    &format!("grpc://{}", first.executor.grpc),
+                ]);
+            }
+            (None, Some(url)) => {
+                command.args(["--backing-cache", url]);
+            }
+            (None, None) => {}
+        }
+        let (executor_pid, executor_ready): (u32, ExecutorReady) = children
+            .spawn_ready(
+                format!("{node_id} executor"),
+                &mut command,
+                &dir.join("executor.log"),
+            )
+            .await?;
+
+        let mut command = Command::new(proxy);
+        command
+            .arg("serve")
+            .args(["--node-id", &node_id])
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args(["--gossip-listen", "127.0.0.1:0"])
+            .args(["--backend", &format!("grpc://{}", executor_ready.grpc)])
+            .args(["--backend-mode", "executor"])
+            .args(["--backend-load", &format!("grpc://{}", executor_ready.load)])
+            .args(["--policy", policy_name(policy)]);
+        if let Some(first) = nodes.first() {
+            command.args(["--join", &first.gossip.to_string()]);
+        }
+        let (proxy_pid, proxy_ready): (u32, ProxyReady) = children
+            .spawn_ready(
+                format!("{node_id} proxy"),
+                &mut command,
+                &dir.join("proxy.log"),
+            )
+            .await?;
+        nodes.push(NodeReport {
+            node_id: proxy_ready.node_id,
+            grpc: proxy_ready.grpc,
+            admin: proxy_ready.admin,
+            gossip: proxy_ready.gossip,
+            proxy_pid,
+            executor: executor_ready,
+            executor_pid,
+            data_dir: dir,
+        });
+    }
+    Ok(nodes)
+}
+
+fn policy_name(policy: Policy) -> &'static str {
+    match policy {
+        Policy::LeastLoaded => "least-loaded",
+        Policy::P2c => "p2c",
+        Policy::Affinity => "affinity",
+    }
+}
+
+/// A temporary directory removed when `up` returns.
+struct TempDirectory {
+    path: PathBuf,
+}
+
+impl TempDirectory {
+    fn new() -> anyhow::Result<Self> {
+        let path = std::env::temp_dir().join(format!(
+            "remesh-up-{}-{}",
+            std::process::id(),
+            remesh_proxy::membership::identity::generation_now()
+        ));
+        std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(Self { path })
+    }
+}
+
+impl Drop for TempDirectory {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}

@@ -1,0 +1,177 @@
+//! Real components for end-to-end tests: BuildGrid (cache-only), Bazel in a private
+//! output root, and guards that kill exactly the processes a test started, by pid.
+//! A missing component fails the test with a message saying what to install.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use super::eventually;
+
+pub const BGD: &str = "/opt/remesh-buildgrid/venv/bin/bgd";
+pub const BAZEL: &str = "/usr/bin/bazel";
+const SHARED_BAZEL: &str = "/work/shared/bazel";
+const SHARED_BUILDGRID: &str = "/work/shared/buildgrid/cache-only.yml.in";
+
+/// Fails the test unless `path` exists.
+pub fn require(path: &str, what: &str) {
+    assert!(
+        Path::new(path).exists(),
+        "{what} is required for this test but {path} does not exist"
+    );
+}
+
+/// SIGKILLs the given pids when dropped (a test that panics still cleans up).
+#[derive(Default)]
+pub struct KillOnDrop {
+    pub pids: Vec<u32>,
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for pid in &self.pids {
+            let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGKILL);
+        }
+    }
+}
+
+/// A port that was free a moment ago (for servers that cannot bind port 0).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("finding a free port")
+}
+
+pub async fn wait_listening(addr: SocketAddr, deadline: Duration) {
+    eventually(&format!("{addr} to listen"), deadline, || async {
+        tokio::net::TcpStream::connect(addr).await.ok().map(|_| ())
+    })
+    .await
+}
+
+/// A cache-only BuildGrid (instance `main`) on loopback; killed when dropped.
+pub struct BuildGrid {
+    pub addr: SocketAddr,
+    _child: tokio::process::Child,
+}
+
+impl BuildGrid {
+    pub async fn start(dir: &Path) -> Self {
+        require(BGD, "BuildGrid");
+        let port = free_port();
+        let cas = dir.join("buildgrid-cas");
+        std::fs::create_dir_all(&cas).unwrap();
+        let template =
+            std::fs::read_to_string(SHARED_BUILDGRID).expect("reading the BuildGrid template");
+        let config = dir.join("buildgrid.yml");
+        std::fs::write(
+            &config,
+            template
+                .replace("@PORT@", &port.to_string())
+                .replace("@DIR@", cas.to_str().unwrap()),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.join("buildgrid.log")).unwrap();
+        let child = tokio::process::Command::new(BGD)
+            .args(["server", "start"])
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("starting BuildGrid");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        wait_listening(addr, Duration::from_secs(90)).await;
+        Self {
+            addr,
+            _child: child,
+        }
+    }
+}
+
+/// A private copy of the shared Bazel workspaces with its own output root; shuts its
+/// Bazel server down when dropped.
+pub struct Bazel {
+    pub root: PathBuf,
+    output_root: PathBuf,
+}
+
+impl Bazel {
+    pub fn new(dir: &Path) -> Self {
+        require(BAZEL, "Bazel (Debian bazel-bootstrap)");
+        let root = dir.join("workspaces");
+        let status = std::process::Command::new("cp")
+            .arg("-r")
+            .arg(SHARED_BAZEL)
+            .arg(&root)
+            .status()
+            .unwrap();
+        assert!(status.success(), "copying {SHARED_BAZEL}");
+        let status = std::process::Command::new("chmod")
+            .args(["-R", "u+w"])
+            .arg(&root)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        Self {
+            root,
+            output_root: dir.join("bazel-output-root"),
+        }
+    }
+
+    /// Runs `bazel <command> <args>` in `workspace`, bounded by `limit`.
+    pub async fn run(
+        &self,
+        workspace: &str,
+        command: &str,
+        args: &[String],
+        limit: Duration,
+    ) -> Output {
+        tokio::process::Command::new("timeout")
+            .arg(limit.as_secs().to_string())
+            .arg(BAZEL)
+            .arg(format!("--output_user_root={}", self.output_root.display()))
+            .arg(command)
+            .args(args)
+            .current_dir(self.root.join(workspace))
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .expect("running bazel")
+    }
+
+    pub fn text(output: &Output) -> String {
+        format!(
+            "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    }
+}
+
+impl Drop for Bazel {
+    fn drop(&mut self) {
+        for workspace in ["hello", "fan", "fail", "big"] {
+            let dir = self.root.join(workspace);
+            if dir.join("bazel-out").exists() {
+                let _ = std::process::Command::new("timeout")
+                    .arg("60")
+                    .arg(BAZEL)
+                    .arg(format!("--output_user_root={}", self.output_root.display()))
+                    .arg("shutdown")
+                    .current_dir(&dir)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+    }
+}
