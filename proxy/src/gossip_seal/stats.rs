@@ -1,0 +1,108 @@
+//! Counters of what happened to gossip packets, for the metrics layer to read.
+//!
+//! Owns plain atomic counters shared through an `Arc`. It must never decide
+//! anything: the opener and sealer count, the metrics layer reads (for example
+//! into Prometheus counters via a collector), and nothing else writes.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Monotonic counters; read them with [`SealStats::snapshot`].
+///
+/// Relaxed ordering is enough: each counter is independent and only ever grows.
+#[derive(Debug, Default)]
+pub struct SealStats {
+    sealed: AtomicU64,
+    opened: AtomicU64,
+    opened_by_secondary: AtomicU64,
+    truncated: AtomicU64,
+    bad_version: AtomicU64,
+    forged: AtomicU64,
+    stale: AtomicU64,
+    replayed: AtomicU64,
+    replay_evicted: AtomicU64,
+}
+
+/// A point-in-time copy of [`SealStats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SealStatsSnapshot {
+    /// Packets sealed for sending.
+    pub sealed: u64,
+    /// Packets that passed every check and were handed to foca.
+    pub opened: u64,
+    /// Of `opened`, those sealed with a key that is not this node's primary.
+    /// During a rotation, the old key can be removed once this stays flat on
+    /// every node.
+    pub opened_by_secondary: u64,
+    /// Dropped: too short to hold a header and tag.
+    pub truncated: u64,
+    /// Dropped: wrong magic byte or unknown format version (a plaintext or
+    /// foreign sender, or a newer remesh).
+    pub bad_version: u64,
+    /// Dropped: no key in the ring authenticates it (wrong key, or tampered).
+    pub forged: u64,
+    /// Dropped: authentic, but its timestamp is outside the window.
+    pub stale: u64,
+    /// Dropped: authentic, but its nonce was already seen.
+    pub replayed: u64,
+    /// Nonces dropped from a full replay cache (the window is shrinking).
+    pub replay_evicted: u64,
+}
+
+impl SealStats {
+    /// Copies every counter.
+    pub fn snapshot(&self) -> SealStatsSnapshot {
+        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        SealStatsSnapshot {
+            sealed: read(&self.sealed),
+            opened: read(&self.opened),
+            opened_by_secondary: read(&self.opened_by_secondary),
+            truncated: read(&self.truncated),
+            bad_version: read(&self.bad_version),
+            forged: read(&self.forged),
+            stale: read(&self.stale),
+            replayed: read(&self.replayed),
+            replay_evicted: read(&self.replay_evicted),
+        }
+    }
+
+    pub(crate) fn count_sealed(&self) {
+        bump(&self.sealed, 1);
+    }
+
+    pub(crate) fn count_opened(&self, by_primary: bool) {
+        bump(&self.opened, 1);
+        if !by_primary {
+            bump(&self.opened_by_secondary, 1);
+        }
+    }
+
+    pub(crate) fn count_truncated(&self) {
+        bump(&self.truncated, 1);
+    }
+
+    pub(crate) fn count_bad_version(&self) {
+        bump(&self.bad_version, 1);
+    }
+
+    pub(crate) fn count_forged(&self) {
+        bump(&self.forged, 1);
+    }
+
+    pub(crate) fn count_stale(&self) {
+        bump(&self.stale, 1);
+    }
+
+    pub(crate) fn count_replayed(&self) {
+        bump(&self.replayed, 1);
+    }
+
+    pub(crate) fn count_evicted(&self, evicted: usize) {
+        if evicted > 0 {
+            bump(&self.replay_evicted, evicted as u64);
+        }
+    }
+}
+
+fn bump(counter: &AtomicU64, by: u64) {
+    counter.fetch_add(by, Ordering::Relaxed);
+}
