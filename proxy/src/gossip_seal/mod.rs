@@ -63,13 +63,13 @@
 //! `BadVersion` and foca rejects sealed ones as undecodable.
 //!
 //! # Layout
-//! - [`keyring`]: the keys, their file format, ids.
-//! - [`packet`]: the byte layout and its constants.
-//! - [`seal`]: [`Sealer`].
-//! - [`open`]: [`Opener`], [`OpenError`], [`OpenerConfig`].
-//! - [`replay`]: the bounded nonce cache.
-//! - [`stats`]: [`SealStats`] counters.
-//! - [`fuzzing`]: setup-free entry points for fuzz targets.
+//! - [`keyring`] — the keys, their file format, ids.
+//! - [`packet`] — the byte layout and its constants.
+//! - [`seal`] — [`Sealer`].
+//! - [`open`] — [`Opener`], [`OpenError`], [`OpenerConfig`].
+//! - [`replay`] — the bounded nonce cache.
+//! - [`stats`] — [`SealStats`] counters.
+//! - [`fuzzing`] — setup-free entry points for fuzz targets.
 
 pub mod fuzzing;
 pub mod keyring;
