@@ -107,7 +107,10 @@ pub(crate) struct RingKey {
 /// An ordered set of gossip keys. The first key is the primary: it seals every
 /// outgoing packet. Every key opens incoming packets.
 pub struct Keyring {
-    keys: Vec<RingKey>,
+    /// Held apart from the rest so a ring cannot be empty by construction.
+    primary: RingKey,
+    /// The other keys, in file order: they only open.
+    secondaries: Vec<RingKey>,
 }
 
 impl Keyring {
@@ -165,7 +168,8 @@ impl Keyring {
         let mut key = Zeroizing::new([0u8; KEY_LEN]);
         rng.fill_bytes(key.as_mut());
         Self {
-            keys: vec![RingKey::new(*key)],
+            primary: RingKey::new(*key),
+            secondaries: Vec::new(),
         }
     }
 
@@ -176,7 +180,7 @@ impl Keyring {
         let mut out = Zeroizing::new(String::from(
             "# remesh gossip keyring: the first key seals, every key opens.\n",
         ));
-        for key in &self.keys {
+        for key in self.all() {
             out.push_str(&hex::encode(key.secret.as_ref()));
             out.push_str(&format!("  # id {}\n", key.id));
         }
@@ -190,35 +194,38 @@ impl Keyring {
 
     /// Ids of every key, primary first.
     pub fn key_ids(&self) -> impl Iterator<Item = KeyId> + '_ {
-        self.keys.iter().map(|key| key.id)
+        self.all().map(|key| key.id)
     }
 
     /// Number of keys (at least 1, at most [`MAX_KEYS`]).
     pub fn len(&self) -> usize {
-        self.keys.len()
+        1 + self.secondaries.len()
     }
 
     /// Always false: a ring holds at least one key. Present for clippy's
     /// `len_without_is_empty` and for callers that test emptiness generically.
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
+        false
     }
 
     pub(crate) fn primary(&self) -> &RingKey {
-        // `build` refuses an empty list, so index 0 always exists.
-        &self.keys[0]
+        &self.primary
+    }
+
+    fn all(&self) -> impl Iterator<Item = &RingKey> {
+        std::iter::once(&self.primary).chain(&self.secondaries)
     }
 
     /// Keys in the order an incoming packet should try them: those whose id
     /// matches the packet's hint first, then the rest in ring order.
     pub(crate) fn candidates(&self, hint: KeyId) -> impl Iterator<Item = &RingKey> {
-        let matching = self.keys.iter().filter(move |key| key.id == hint);
-        let others = self.keys.iter().filter(move |key| key.id != hint);
+        let matching = self.all().filter(move |key| key.id == hint);
+        let others = self.all().filter(move |key| key.id != hint);
         matching.chain(others)
     }
 
     pub(crate) fn is_primary(&self, key: &RingKey) -> bool {
-        std::ptr::eq(key, self.primary())
+        std::ptr::eq(key, &self.primary)
     }
 
     fn build(keys: Vec<(usize, [u8; KEY_LEN])>) -> Result<Self, KeyringError> {
@@ -226,9 +233,6 @@ impl Keyring {
             .into_iter()
             .map(|(line, key)| (line, Zeroizing::new(key)))
             .collect();
-        if keys.is_empty() {
-            return Err(KeyringError::Empty);
-        }
         for (i, (line, key)) in keys.iter().enumerate() {
             // Compare whole keys, not ids: two distinct keys may share a 4-byte id.
             if let Some((first_line, _)) = keys[..i].iter().find(|(_, earlier)| earlier == key) {
@@ -239,11 +243,11 @@ impl Keyring {
                 });
             }
         }
+        let mut ring_keys = keys.into_iter().map(|(_, key)| RingKey::new(*key));
+        let primary = ring_keys.next().ok_or(KeyringError::Empty)?;
         Ok(Self {
-            keys: keys
-                .into_iter()
-                .map(|(_, key)| RingKey::new(*key))
-                .collect(),
+            primary,
+            secondaries: ring_keys.collect(),
         })
     }
 }
@@ -264,7 +268,7 @@ impl fmt::Debug for Keyring {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Keyring")
             .field("primary", &self.primary_id())
-            .field("keys", &self.keys.iter().map(|k| k.id).collect::<Vec<_>>())
+            .field("keys", &self.key_ids().collect::<Vec<_>>())
             .finish()
     }
 }

@@ -62,6 +62,28 @@
 //! cannot talk to each other: the sealed side drops plaintext packets as
 //! `BadVersion` and foca rejects sealed ones as undecodable.
 //!
+//! # Use
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::time::SystemTime;
+//! use remesh_proxy::gossip_seal::{GossipSeal, Keyring, OpenError, OpenerConfig};
+//!
+//! // In production: Keyring::load(path)?, shared by every node.
+//! let keyring = Arc::new(Keyring::generate());
+//! let alice = GossipSeal::new(keyring.clone(), OpenerConfig::default());
+//! let mut bob = GossipSeal::new(keyring, OpenerConfig::default());
+//!
+//! let foca_packet = b"bytes foca asked to send";
+//! let now = SystemTime::now();
+//! let datagram = alice.seal(foca_packet, now)?; // then socket.send_to(&datagram, peer)
+//!
+//! // After recv_from: hand Ok bytes to foca, drop the datagram on Err.
+//! assert_eq!(bob.open(&datagram, now)?, foca_packet);
+//! assert_eq!(bob.open(&datagram, now), Err(OpenError::Replayed));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! # Layout
 //! - [`keyring`] — the keys, their file format, ids.
 //! - [`packet`] — the byte layout and its constants.

@@ -32,12 +32,11 @@ pub const DEFAULT_WINDOW: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OpenerConfig {
     /// How far a packet's timestamp may differ from the receiver's clock, either
-    /// way. Larger tolerates worse clock skew between nodes but lets a captured
-    /// packet be replayed for longer after its nonce is forgotten, and makes the
-    /// replay cache hold nonces for longer (`2 × window`). Must exceed the worst
-    /// clock skew in the cluster plus the network delay; should stay well under
-    /// foca's suspect-to-down time times a few, or a replayed old "alive" could
-    /// mask a death.
+    /// way. Must exceed the worst clock skew between nodes plus network delay.
+    /// Larger also keeps each nonce in the replay cache longer (up to
+    /// `2 × window`), and lets an attacker on the path withhold a packet and
+    /// deliver it once, up to `window` late; SWIM tolerates late messages
+    /// (incarnation numbers order them), but a shorter window narrows that.
     pub window: Duration,
     /// Most nonces remembered. Must not be zero (it is clamped to one). See the
     /// replay module for what happens at capacity: the window shrinks, replays

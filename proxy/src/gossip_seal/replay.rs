@@ -16,8 +16,8 @@
 //! soonest is dropped, and the cache raises a *horizon* to that entry's expiry:
 //! from then on, any packet whose expiry is not later than the horizon is refused
 //! (the opener reports it as stale). So an eviction never lets a replay through;
-//! the cost is that a sustained rate above `capacity / (2 × window)` packets per
-//! second shrinks the effective freshness window, and a peer whose clock lags
+//! the cost is that a sustained rate above about `capacity / window` packets
+//! per second (half that for a sender whose clock runs a full window ahead) shrinks the effective freshness window, and a peer whose clock lags
 //! enough sees its packets refused. The `evicted` counter shows when this happens.
 
 use std::cmp::Reverse;
@@ -25,9 +25,12 @@ use std::collections::{BinaryHeap, HashSet};
 
 use super::packet::NONCE_LEN;
 
-/// Default number of nonces remembered: about 1,000 packets per second over the
-/// 60 s a default-window nonce must be kept, for roughly 4 MiB at most.
-pub const DEFAULT_REPLAY_CAPACITY: usize = 65_536;
+/// Default number of nonces remembered. With the default 30 s window and
+/// synchronised clocks a nonce is kept about 30 s, so this absorbs about 1,000
+/// accepted packets per second (500 in the worst case of skew) before the window
+/// starts to shrink: far above SWIM's per-node rate, which does not grow with the
+/// cluster. Costs about 3 MiB when full.
+pub const DEFAULT_REPLAY_CAPACITY: usize = 32_768;
 
 /// What the cache says about a packet's nonce.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,21 +78,37 @@ impl ReplayCache {
         if self.horizon_ms.is_some_and(|horizon| expiry_ms <= horizon) {
             return Verdict::BeyondHorizon;
         }
-        if !self.seen.insert(nonce) {
+        if self.seen.contains(&nonce) {
             return Verdict::Replayed;
         }
-        self.by_expiry.push(Reverse((expiry_ms, nonce)));
-        let mut evicted = 0;
-        // At most one iteration: the cache held at most `capacity` before.
-        while self.seen.len() > self.capacity {
-            let Some(Reverse((expiry, oldest))) = self.by_expiry.pop() else {
-                break;
-            };
-            self.seen.remove(&oldest);
-            self.horizon_ms = Some(self.horizon_ms.map_or(expiry, |h| h.max(expiry)));
-            evicted += 1;
+        if self.seen.len() < self.capacity {
+            self.remember(nonce, expiry_ms);
+            return Verdict::Fresh { evicted: 0 };
         }
-        Verdict::Fresh { evicted }
+        // Full: forget whichever of the kept entries and the newcomer expires
+        // first, and raise the horizon to it so it stays refused. Evicting before
+        // inserting keeps both collections within `capacity` at all times.
+        match self.by_expiry.peek() {
+            Some(Reverse((soonest, _))) if *soonest < expiry_ms => {
+                if let Some(Reverse((expiry, oldest))) = self.by_expiry.pop() {
+                    self.seen.remove(&oldest);
+                    self.raise_horizon(expiry);
+                }
+                self.remember(nonce, expiry_ms);
+            }
+            // The newcomer is the oldest: accept it once without storing it.
+            _ => self.raise_horizon(expiry_ms),
+        }
+        Verdict::Fresh { evicted: 1 }
+    }
+
+    fn remember(&mut self, nonce: [u8; NONCE_LEN], expiry_ms: u64) {
+        self.seen.insert(nonce);
+        self.by_expiry.push(Reverse((expiry_ms, nonce)));
+    }
+
+    fn raise_horizon(&mut self, expiry_ms: u64) {
+        self.horizon_ms = Some(self.horizon_ms.map_or(expiry_ms, |h| h.max(expiry_ms)));
     }
 
     /// Number of nonces remembered.
@@ -157,6 +176,8 @@ mod tests {
                 assert!(cache.len() <= capacity);
                 assert!(cache.by_expiry.len() <= capacity);
             }
+            // Never even momentarily over capacity, so never grown past it.
+            assert!(cache.by_expiry.capacity() <= capacity.next_power_of_two().max(4));
             assert_eq!(cache.len(), capacity);
             assert_eq!(evicted_total, 100_000 - capacity);
         }

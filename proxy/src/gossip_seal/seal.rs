@@ -12,7 +12,9 @@ use chacha20poly1305::aead::AeadInOut;
 use rand::Rng;
 
 use super::keyring::Keyring;
-use super::packet::{HEADER_LEN, Header, MAX_PLAINTEXT, NONCE_LEN, SEAL_OVERHEAD, unix_ms};
+use super::packet::{
+    AAD_LEN, HEADER_LEN, Header, MAX_PLAINTEXT, NONCE_LEN, SEAL_OVERHEAD, unix_ms,
+};
 use super::stats::SealStats;
 
 /// Why a packet could not be sealed. Nothing was counted or sent.
@@ -72,7 +74,7 @@ impl Sealer {
         header.write(&mut packet);
         packet.extend_from_slice(plaintext);
         let (head, body) = packet.split_at_mut(HEADER_LEN);
-        let aad = &head[..super::packet::AAD_LEN];
+        let aad = &head[..AAD_LEN];
         let tag = key
             .cipher
             .encrypt_inout_detached(&XNonce::from(nonce), aad, body.into())
