@@ -117,6 +117,8 @@ impl Keyring {
     /// Parses the keyring text format described in the module doc.
     pub fn parse(text: &str) -> Result<Self, KeyringError> {
         let mut keys: Vec<(usize, [u8; KEY_LEN])> = Vec::new();
+        // Editors on some systems prepend a byte-order mark; it is not part of a key.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         for (index, raw_line) in text.lines().enumerate() {
             let line = index + 1;
             let content = raw_line.split('#').next().unwrap_or("").trim();
@@ -326,6 +328,12 @@ mod tests {
         let expected_a = KeyId::of(&hex::decode(A).unwrap().try_into().unwrap());
         assert_eq!(ring.primary_id(), expected_a);
         assert_ne!(ids[0], ids[1]);
+    }
+
+    #[test]
+    fn crlf_line_endings_and_a_byte_order_mark_are_accepted() {
+        let ring = Keyring::parse(&format!("\u{feff}{A}\r\n# c\r\n{B}\r\n")).unwrap();
+        assert_eq!(ring.len(), 2);
     }
 
     #[test]

@@ -1,10 +1,16 @@
 //! Counters of what happened to gossip packets, for the metrics layer to read.
 //!
-//! Owns plain atomic counters shared through an `Arc`. It must never decide
-//! anything: the opener and sealer count, the metrics layer reads (for example
-//! into Prometheus counters via a collector), and nothing else writes.
+//! Owns plain atomic counters shared through an `Arc`, and their Prometheus
+//! exposition. It must never decide anything: the opener and sealer count, the
+//! metrics layer reads (register the `Arc<SealStats>` as a collector), and
+//! nothing else writes.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::registry::Registry;
 
 /// Monotonic counters; read them with [`SealStats::snapshot`].
 ///
@@ -103,6 +109,100 @@ impl SealStats {
     }
 }
 
+/// Exposed at scrape time from the atomics, so the hot path pays one relaxed
+/// increment and no label lookup:
+/// - `gossip_seal_packets_total{outcome}`: `sealed`, `opened`, `truncated`,
+///   `bad_version`, `forged`, `stale`, `replayed`;
+/// - `gossip_seal_opened_by_secondary_total`;
+/// - `gossip_seal_replay_evictions_total`.
+impl Collector for SealStats {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let s = self.snapshot();
+        let outcomes = [
+            ("sealed", s.sealed),
+            ("opened", s.opened),
+            ("truncated", s.truncated),
+            ("bad_version", s.bad_version),
+            ("forged", s.forged),
+            ("stale", s.stale),
+            ("replayed", s.replayed),
+        ];
+        let mut family = encoder.encode_descriptor(
+            "gossip_seal_packets",
+            "Gossip packets sealed, opened, or dropped by reason",
+            None,
+            ConstCounter::new(0u64).metric_type(),
+        )?;
+        for (outcome, value) in outcomes {
+            let labels = [("outcome", outcome)];
+            ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
+        }
+        for (name, help, value) in [
+            (
+                "gossip_seal_opened_by_secondary",
+                "Gossip packets opened with a non-primary key (rotation progress)",
+                s.opened_by_secondary,
+            ),
+            (
+                "gossip_seal_replay_evictions",
+                "Nonces dropped from a full replay cache (freshness window shrinking)",
+                s.replay_evicted,
+            ),
+        ] {
+            let counter = ConstCounter::new(value);
+            counter.encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                counter.metric_type(),
+            )?)?;
+        }
+        Ok(())
+    }
+}
+
+impl SealStats {
+    /// Registers `stats` with `registry` (e.g. the proxy's, prefixed
+    /// `remesh_proxy`); the values are read at each scrape.
+    pub fn register(stats: &std::sync::Arc<Self>, registry: &mut Registry) {
+        registry.register_collector(Box::new(stats.clone()));
+    }
+}
+
 fn bump(counter: &AtomicU64, by: u64) {
     counter.fetch_add(by, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[test]
+    fn scrape_reports_each_counter_under_its_label() {
+        let stats = Arc::new(SealStats::default());
+        stats.count_sealed();
+        stats.count_opened(false);
+        stats.count_forged();
+        stats.count_forged();
+        stats.count_evicted(3);
+        let mut registry = Registry::with_prefix("remesh_proxy");
+        SealStats::register(&stats, &mut registry);
+        stats.count_stale();
+
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for line in [
+            "remesh_proxy_gossip_seal_packets_total{outcome=\"sealed\"} 1",
+            "remesh_proxy_gossip_seal_packets_total{outcome=\"opened\"} 1",
+            "remesh_proxy_gossip_seal_packets_total{outcome=\"forged\"} 2",
+            "remesh_proxy_gossip_seal_packets_total{outcome=\"stale\"} 1",
+            "remesh_proxy_gossip_seal_packets_total{outcome=\"replayed\"} 0",
+            "remesh_proxy_gossip_seal_opened_by_secondary_total 1",
+            "remesh_proxy_gossip_seal_replay_evictions_total 3",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
+    }
 }
