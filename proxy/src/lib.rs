@@ -33,6 +33,7 @@ pub mod body;
 pub mod channel;
 pub mod config;
 pub mod edge;
+pub mod gossip_seal;
 pub mod grpc_method;
 pub mod grpc_server;
 pub mod hop;
