@@ -176,6 +176,16 @@ fn publish_secret_version(dir: &Path, version: &str, leaf: &Leaf) {
     std::fs::rename(&staged, dir.join("..data")).unwrap();
 }
 
+/// Appends newlines (ignored by PEM parsing) to the shorter of two PEM texts.
+fn pad_to_same_length(a: &mut String, b: &mut String) {
+    let len = a.len().max(b.len());
+    for pem in [a, b] {
+        while pem.len() < len {
+            pem.push('\n');
+        }
+    }
+}
+
 #[tokio::test]
 async fn watcher_detects_a_secret_volume_symlink_swap() {
     init();
@@ -183,7 +193,11 @@ async fn watcher_detects_a_secret_volume_symlink_swap() {
     let volume = dir.path().join("volume");
     std::fs::create_dir(&volume).unwrap();
     let ca = Ca::new("servers");
-    let (old, new) = (ca.leaf(&["localhost"], 100), ca.leaf(&["localhost"], 200));
+    let (mut old, mut new) = (ca.leaf(&["localhost"], 100), ca.leaf(&["localhost"], 200));
+    // Make the two versions alike in size and (below) mtime, so that only the
+    // resolved file's inode tells them apart, as can happen with a fast rotation.
+    pad_to_same_length(&mut old.cert_pem, &mut new.cert_pem);
+    pad_to_same_length(&mut old.key_pem, &mut new.key_pem);
     publish_secret_version(&volume, "..2026_11_27_09_00_00.1", &old);
     symlink("..data/tls.crt", volume.join("tls.crt")).unwrap();
     symlink("..data/tls.key", volume.join("tls.key")).unwrap();
@@ -200,6 +214,19 @@ async fn watcher_detects_a_secret_volume_symlink_swap() {
     assert_eq!(served_certificate(&client, addr).await, old.der);
 
     publish_secret_version(&volume, "..2026_11_27_10_00_00.2", &new);
+    for file in ["tls.crt", "tls.key"] {
+        let old_file = volume.join("..2026_11_27_09_00_00.1").join(file);
+        let mtime = std::fs::metadata(&old_file).unwrap().modified().unwrap();
+        let new_file = std::fs::File::options()
+            .write(true)
+            .open(volume.join(file))
+            .unwrap();
+        new_file.set_modified(mtime).unwrap();
+        assert_eq!(
+            std::fs::metadata(volume.join(file)).unwrap().len(),
+            std::fs::metadata(&old_file).unwrap().len()
+        );
+    }
     wait_until("the watcher to follow the symlink swap", || {
         server.stats().reloads >= 1
     })
