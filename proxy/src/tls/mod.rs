@@ -17,6 +17,28 @@
 //! - `server`: `TlsAcceptor`, the handshake for accepted connections.
 //! - `client`: `TlsConnector`, the handshake for outgoing connections.
 //!
+//! # Peer identity in the mesh
+//! Peers are dialled at IP addresses learnt from gossip, which change with every
+//! pod restart, so a peer's certificate is checked for a chain to the mesh CA
+//! (validity, key usage, signatures) and NOT for a name or IP SAN: holding a key
+//! certified by the private mesh CA is the identity. Both directions are checked:
+//! the acceptor requires a client certificate chained to the mesh CA, and the
+//! connector refuses a server certificate that is not. Backends, by contrast, are
+//! checked by name as usual (`ClientTlsConfig::server_name` or the dialled host).
+//!
+//! # Wiring (for the listener and the connectors)
+//! ```text
+//! let tls = ReloadingServerConfig::new(config.tls)?;     // fails on bad files
+//! let _watch = tls.spawn_watcher(shutdown.clone());       // polls reload_interval
+//! let acceptor = tls.acceptor();
+//! loop { let (tcp, _) = listener.accept().await?;
+//!        let acceptor = acceptor.clone();
+//!        tokio::spawn(async move { let tls = acceptor.accept(tcp).await?; /* serve h2 */ }); }
+//!
+//! let mesh = ReloadingMeshConfig::new(config.mesh_tls)?;  // same for peers:
+//! mesh.acceptor() on the peer listener, mesh.connector().connect(&peer_ip, tcp)
+//! ```
+//!
 //! # Reload model
 //! Every reload builds a complete new `Arc<ServerConfig>` (or `ClientConfig`) and
 //! swaps it in one step. A handshake takes the config that is current when it

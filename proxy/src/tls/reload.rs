@@ -141,7 +141,13 @@ impl<S: TlsSource> Reloading<S> {
     /// change again, so a broken Secret logs one warning, not one per interval.
     pub fn spawn_watcher(&self, cancel: CancellationToken) -> JoinHandle<()> {
         let this = self.clone();
-        let period = self.inner.source.reload_interval();
+        // Built-in sections reject a zero interval in `validate`; the floor keeps a
+        // foreign `TlsSource` from making `interval` panic or spin.
+        let period = self
+            .inner
+            .source
+            .reload_interval()
+            .max(std::time::Duration::from_millis(10));
         tokio::spawn(async move {
             let mut ticks = tokio::time::interval(period);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

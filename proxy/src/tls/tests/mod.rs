@@ -6,6 +6,7 @@
 
 mod files_and_config;
 mod handshake;
+mod http2;
 mod mesh;
 mod reload;
 
