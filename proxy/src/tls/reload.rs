@@ -77,6 +77,15 @@ impl<S: TlsSource> Clone for Reloading<S> {
     }
 }
 
+impl<S: TlsSource> std::fmt::Debug for Reloading<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reloading")
+            .field("files", &self.inner.files)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
 impl<S: TlsSource> Reloading<S> {
     /// Builds the first config. Failing here is fatal for the caller: there is
     /// no previous config to fall back on.
