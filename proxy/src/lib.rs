@@ -44,6 +44,7 @@ pub mod metrics;
 pub mod operation_name;
 pub mod route;
 pub mod server;
+pub mod tls;
 pub mod wire;
 
 pub use config::{Config, ServeArgs};
