@@ -162,8 +162,11 @@ impl Manifests {
     }
 
     fn container(&self, name: &str) -> &Value {
-        named(at(self.statefulset(), "spec.template.spec.containers"), name)
-            .unwrap_or_else(|| panic!("{MANIFESTS}: the StatefulSet has no container {name}"))
+        named(
+            at(self.statefulset(), "spec.template.spec.containers"),
+            name,
+        )
+        .unwrap_or_else(|| panic!("{MANIFESTS}: the StatefulSet has no container {name}"))
     }
 
     fn config_file(&self, key: &str) -> String {
@@ -191,9 +194,9 @@ impl Manifests {
 fn pre_stop_seconds(container: &Value, name: &str) -> u64 {
     let command = strings(at(container, "lifecycle.preStop.exec.command"));
     match command.as_slice() {
-        [sleep, seconds] if sleep == "sleep" => seconds.parse().unwrap_or_else(|_| {
-            panic!("{MANIFESTS}: container {name} preStop sleeps {seconds:?}")
-        }),
+        [sleep, seconds] if sleep == "sleep" => seconds
+            .parse()
+            .unwrap_or_else(|_| panic!("{MANIFESTS}: container {name} preStop sleeps {seconds:?}")),
         _ => panic!("{MANIFESTS}: container {name} preStop is not `sleep N`: {command:?}"),
     }
 }
@@ -307,7 +310,10 @@ fn chart_values_are_the_binaries_defaults() {
         ("executor.casMaxBytes", executor.cas_max_bytes),
         ("executor.runners", executor.runners as u64),
         ("executor.queueMax", executor.queue_max as u64),
-        ("executor.shutdownGraceSeconds", executor.shutdown_grace.as_secs()),
+        (
+            "executor.shutdownGraceSeconds",
+            executor.shutdown_grace.as_secs(),
+        ),
     ] {
         problems.same(
             &format!("{VALUES} {path} vs remesh-executor's default"),
@@ -360,7 +366,11 @@ fn rendered_configs_agree_with_the_values() {
     for (field, addr, path) in [
         ("listen", executor.listen, "executor.ports.grpc"),
         ("load_listen", executor.load_listen, "executor.ports.load"),
-        ("metrics_listen", executor.metrics_listen, "executor.ports.metrics"),
+        (
+            "metrics_listen",
+            executor.metrics_listen,
+            "executor.ports.metrics",
+        ),
     ] {
         problems.check(addr.ip().is_loopback(), || {
             format!("{file} executor.toml {field} = {addr}: must stay on loopback")
@@ -391,11 +401,26 @@ fn rendered_configs_agree_with_the_values() {
         executor.data_dir.to_str().unwrap(),
         str_at(&values, "executor.dataDir", VALUES),
     );
-    problems.same(
-        &format!("{file} executor.toml shutdown_grace vs {VALUES} executor.shutdownGraceSeconds"),
-        executor.shutdown_grace.as_secs(),
-        u64_at(&values, "executor.shutdownGraceSeconds", VALUES),
-    );
+    for (field, found, path) in [
+        (
+            "cas_max_bytes",
+            executor.cas_max_bytes,
+            "executor.casMaxBytes",
+        ),
+        ("runners", executor.runners as u64, "executor.runners"),
+        ("queue_max", executor.queue_max as u64, "executor.queueMax"),
+        (
+            "shutdown_grace",
+            executor.shutdown_grace.as_secs(),
+            "executor.shutdownGraceSeconds",
+        ),
+    ] {
+        problems.same(
+            &format!("{file} executor.toml {field} vs {VALUES} {path}"),
+            found,
+            u64_at(&values, path, VALUES),
+        );
+    }
 
     // replicaCount > 1 turns clustering on: the proxies join the headless Service.
     let headless = at(manifests.statefulset(), "spec.serviceName")
@@ -452,7 +477,11 @@ fn services_find_every_pod() {
             problems.0.push(format!("{what}: missing"));
             continue;
         };
-        problems.same(&format!("{what} port"), at(entry, "port").as_u64(), Some(port));
+        problems.same(
+            &format!("{what} port"),
+            at(entry, "port").as_u64(),
+            Some(port),
+        );
         problems.same(
             &format!("{what} protocol"),
             at(entry, "protocol").as_str(),
@@ -497,7 +526,11 @@ fn pods_wire_both_processes() {
         .iter()
         .map(|container| str_at(container, "name", MANIFESTS))
         .collect();
-    problems.same(&format!("{MANIFESTS} container names"), names, vec!["proxy", "executor"]);
+    problems.same(
+        &format!("{MANIFESTS} container names"),
+        names,
+        vec!["proxy", "executor"],
+    );
     problems.same(
         &format!("{MANIFESTS} replicas vs {VALUES} replicaCount"),
         at(statefulset, "spec.replicas").as_u64(),
@@ -519,9 +552,17 @@ fn pods_wire_both_processes() {
     for (name, binary) in [("proxy", "remesh-proxy"), ("executor", "remesh-executor")] {
         let container = manifests.container(name);
         let what = format!("{MANIFESTS} container {name}");
-        problems.same(&format!("{what} image"), str_at(container, "image", MANIFESTS), &image);
+        problems.same(
+            &format!("{what} image"),
+            str_at(container, "image", MANIFESTS),
+            &image,
+        );
         let command = strings(at(container, "command"));
-        problems.same(&format!("{what} binary"), command.first(), Some(&binary.to_owned()));
+        problems.same(
+            &format!("{what} binary"),
+            command.first(),
+            Some(&binary.to_owned()),
+        );
         let config_path = command
             .iter()
             .position(|arg| arg == "--config")
@@ -536,13 +577,18 @@ fn pods_wire_both_processes() {
             mount,
         );
         let key = config_path.file_name().unwrap().to_str().unwrap();
-        problems.check(at(config_map, "data").get(key).is_some_and(Value::is_string), || {
-            format!("{what} reads {key}, which the ConfigMap lacks")
-        });
+        problems.check(
+            at(config_map, "data")
+                .get(key)
+                .is_some_and(Value::is_string),
+            || format!("{what} reads {key}, which the ConfigMap lacks"),
+        );
     }
     problems.same(
         &format!("{MANIFESTS} proxy command"),
-        strings(at(manifests.container("proxy"), "command")).get(1).cloned(),
+        strings(at(manifests.container("proxy"), "command"))
+            .get(1)
+            .cloned(),
         Some("serve".to_owned()),
     );
 
@@ -550,16 +596,23 @@ fn pods_wire_both_processes() {
     let proxy = manifests.container("proxy");
     let env = at(proxy, "env");
     let known = [
-        ("REMESH_PROXY_", flag_envs(remesh_proxy::ServeArgs::command())),
-        ("REMESH_EXECUTOR_", flag_envs(remesh_executor::Args::command())),
+        (
+            "REMESH_PROXY_",
+            flag_envs(remesh_proxy::ServeArgs::command()),
+        ),
+        (
+            "REMESH_EXECUTOR_",
+            flag_envs(remesh_executor::Args::command()),
+        ),
     ];
     for container in at(pod, "containers").as_sequence().unwrap() {
         for var in at(container, "env").as_sequence().into_iter().flatten() {
             let name = str_at(var, "name", MANIFESTS);
             for (prefix, envs) in &known {
-                problems.check(!name.starts_with(prefix) || envs.iter().any(|e| e == name), || {
-                    format!("{MANIFESTS}: {name} is no flag's environment variable")
-                });
+                problems.check(
+                    !name.starts_with(prefix) || envs.iter().any(|e| e == name),
+                    || format!("{MANIFESTS}: {name} is no flag's environment variable"),
+                );
             }
         }
     }
@@ -567,8 +620,16 @@ fn pods_wire_both_processes() {
         named(env, name).and_then(|var| at(var, "valueFrom.fieldRef.fieldPath").as_str())
     };
     let value = |name: &str| named(env, name).and_then(|var| at(var, "value").as_str());
-    problems.same(&format!("{MANIFESTS} POD_NAME"), field_ref("POD_NAME"), Some("metadata.name"));
-    problems.same(&format!("{MANIFESTS} POD_IP"), field_ref("POD_IP"), Some("status.podIP"));
+    problems.same(
+        &format!("{MANIFESTS} POD_NAME"),
+        field_ref("POD_NAME"),
+        Some("metadata.name"),
+    );
+    problems.same(
+        &format!("{MANIFESTS} POD_IP"),
+        field_ref("POD_IP"),
+        Some("status.podIP"),
+    );
     problems.same(
         &format!("{MANIFESTS} REMESH_PROXY_NODE_ID"),
         value("REMESH_PROXY_NODE_ID"),
@@ -576,7 +637,10 @@ fn pods_wire_both_processes() {
     );
     for (var, port) in [
         ("REMESH_PROXY_GRPC_ADVERTISE", proxy_config.listen.port()),
-        ("REMESH_PROXY_GOSSIP_ADVERTISE", proxy_config.gossip_listen.port()),
+        (
+            "REMESH_PROXY_GOSSIP_ADVERTISE",
+            proxy_config.gossip_listen.port(),
+        ),
     ] {
         problems.same(
             &format!("{MANIFESTS} {var} vs proxy.toml's port"),
@@ -594,7 +658,12 @@ fn pods_wire_both_processes() {
         let entry = named(at(proxy, "ports"), name);
         problems.same(
             &format!("{MANIFESTS} proxy container port {name}"),
-            entry.map(|entry| (at(entry, "containerPort").as_u64(), at(entry, "protocol").as_str())),
+            entry.map(|entry| {
+                (
+                    at(entry, "containerPort").as_u64(),
+                    at(entry, "protocol").as_str(),
+                )
+            }),
             Some((Some(u64::from(port)), Some(protocol))),
         );
     }
@@ -602,8 +671,14 @@ fn pods_wire_both_processes() {
         let get = at(proxy, &format!("{probe}.httpGet"));
         problems.same(
             &format!("{MANIFESTS} proxy {probe}"),
-            (at(get, "path").as_str(), container_port(proxy, at(get, "port"))),
-            (Some(path), Some(u64::from(proxy_config.admin_listen.port()))),
+            (
+                at(get, "path").as_str(),
+                container_port(proxy, at(get, "port")),
+            ),
+            (
+                Some(path),
+                Some(u64::from(proxy_config.admin_listen.port())),
+            ),
         );
     }
 
@@ -619,10 +694,15 @@ fn pods_wire_both_processes() {
         .into_iter()
         .flatten()
         .any(|claim| at(claim, "metadata.name").as_str() == Some("data"));
-    problems.check(claim, || format!("{MANIFESTS}: no volumeClaimTemplate named data"));
+    problems.check(claim, || {
+        format!("{MANIFESTS}: no volumeClaimTemplate named data")
+    });
     let liveness = strings(at(executor, "livenessProbe.exec.command")).join(" ");
     problems.check(
-        liveness.contains(&format!("/dev/tcp/127.0.0.1/{}", executor_config.listen.port())),
+        liveness.contains(&format!(
+            "/dev/tcp/127.0.0.1/{}",
+            executor_config.listen.port()
+        )),
         || format!("{MANIFESTS} executor livenessProbe does not dial its listen port: {liveness}"),
     );
     problems.finish();
@@ -675,9 +755,12 @@ fn the_config_checksum_covers_the_rendered_configs() {
     let executor = manifests.config_file("executor.toml");
     let digest = Sha256::digest(format!("{}\n{}", proxy.trim_end(), executor.trim_end()));
     assert_eq!(
-        at(manifests.statefulset(), "spec.template.metadata.annotations")
-            .get("checksum/config")
-            .and_then(Value::as_str),
+        at(
+            manifests.statefulset(),
+            "spec.template.metadata.annotations"
+        )
+        .get("checksum/config")
+        .and_then(Value::as_str),
         Some(hex::encode(digest).as_str()),
         "{MANIFESTS}: checksum/config does not match the ConfigMap's files"
     );
@@ -704,7 +787,13 @@ fn the_image_builds_and_exposes_both_binaries() {
     let exposed: Vec<String> = with("EXPOSE")
         .iter()
         .flat_map(|rest| rest.split_whitespace())
-        .map(|port| if port.contains('/') { port.to_owned() } else { format!("{port}/tcp") })
+        .map(|port| {
+            if port.contains('/') {
+                port.to_owned()
+            } else {
+                format!("{port}/tcp")
+            }
+        })
         .collect();
     let proxy = remesh_proxy::Config::default();
     let executor = remesh_executor::Config::default();
@@ -715,7 +804,11 @@ fn the_image_builds_and_exposes_both_binaries() {
         ("proxy gossip_listen", proxy.gossip_listen.port(), "udp"),
         ("executor listen", executor.listen.port(), "tcp"),
         ("executor load_listen", executor.load_listen.port(), "tcp"),
-        ("executor metrics_listen", executor.metrics_listen.port(), "tcp"),
+        (
+            "executor metrics_listen",
+            executor.metrics_listen.port(),
+            "tcp",
+        ),
     ] {
         let wanted = format!("{port}/{protocol}");
         problems.check(exposed.contains(&wanted), || {
@@ -726,8 +819,12 @@ fn the_image_builds_and_exposes_both_binaries() {
     problems.check(!exposed.contains(&gossip_tcp), || {
         format!("{DOCKERFILE}: gossip is UDP only, yet {gossip_tcp} is exposed")
     });
-    problems.check(with("FROM").len() >= 2, || format!("{DOCKERFILE}: not multi-stage"));
-    let build = with("RUN").into_iter().find(|run| run.contains("cargo build"));
+    problems.check(with("FROM").len() >= 2, || {
+        format!("{DOCKERFILE}: not multi-stage")
+    });
+    let build = with("RUN")
+        .into_iter()
+        .find(|run| run.contains("cargo build"));
     problems.check(
         build.is_some_and(|build| {
             ["--release", "--locked", "-p remesh-executor", "-p remesh-proxy"]
@@ -747,12 +844,15 @@ fn the_image_builds_and_exposes_both_binaries() {
     );
     let user = with("USER").last().map(|user| user.to_string());
     problems.check(
-        user.as_deref().is_some_and(|user| !["root", "0", "0:0"].contains(&user)),
+        user.as_deref()
+            .is_some_and(|user| !["root", "0", "0:0"].contains(&user)),
         || format!("{DOCKERFILE}: the runtime stage must end as a non-root USER, has {user:?}"),
     );
     let packages = ["bash", "coreutils", "ca-certificates"];
     problems.check(
-        with("RUN").iter().any(|run| packages.iter().all(|p| run.contains(p))),
+        with("RUN")
+            .iter()
+            .any(|run| packages.iter().all(|p| run.contains(p))),
         || format!("{DOCKERFILE}: the runtime must install {packages:?}"),
     );
     // cargo needs every workspace member in the build context.
@@ -761,7 +861,9 @@ fn the_image_builds_and_exposes_both_binaries() {
     for member in workspace["workspace"]["members"].as_array().unwrap() {
         let member = member.as_str().unwrap();
         problems.check(
-            copies.iter().any(|copy| copy.split_whitespace().next() == Some(member)),
+            copies
+                .iter()
+                .any(|copy| copy.split_whitespace().next() == Some(member)),
             || format!("{DOCKERFILE}: workspace member {member} is not copied into the builder"),
         );
     }
@@ -833,17 +935,22 @@ fn the_standalone_proxy_values_make_a_valid_proxy() {
     match serde_json::from_value::<remesh_proxy::Config>(config) {
         Ok(config) => {
             if let Err(error) = config.validate() {
-                problems.0.push(format!("{STANDALONE}: the proxy would refuse it: {error}"));
+                problems
+                    .0
+                    .push(format!("{STANDALONE}: the proxy would refuse it: {error}"));
             }
         }
-        Err(error) => problems.0.push(format!("{STANDALONE}: not a proxy config: {error}")),
+        Err(error) => problems
+            .0
+            .push(format!("{STANDALONE}: not a proxy config: {error}")),
     }
     let grace = at(&standalone, "terminationGracePeriodSeconds")
         .as_u64()
         .unwrap_or_else(|| u64_at(&values, "terminationGracePeriodSeconds", VALUES));
-    problems.check(grace > u64_at(&values, "proxy.preStopSleepSeconds", VALUES), || {
-        format!("{STANDALONE}: terminationGracePeriodSeconds must exceed the proxy's preStop")
-    });
+    problems.check(
+        grace > u64_at(&values, "proxy.preStopSleepSeconds", VALUES),
+        || format!("{STANDALONE}: terminationGracePeriodSeconds must exceed the proxy's preStop"),
+    );
     problems.finish();
 }
 
@@ -852,7 +959,11 @@ fn the_kubernetes_guide_names_the_default_ports() {
     let guide = read("docs/kubernetes.md");
     let proxy = remesh_proxy::Config::default();
     let mut problems = Problems::default();
-    for port in [proxy.listen.port(), proxy.admin_listen.port(), proxy.gossip_listen.port()] {
+    for port in [
+        proxy.listen.port(),
+        proxy.admin_listen.port(),
+        proxy.gossip_listen.port(),
+    ] {
         problems.check(guide.contains(&port.to_string()), || {
             format!("docs/kubernetes.md does not mention the proxy's default port {port}")
         });
