@@ -56,6 +56,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- default (printf "%s-tls" (include "remesh.fullname" .)) .Values.tls.secretName }}
 {{- end }}
 
+{{- define "remesh.meshTlsSecretName" -}}
+{{- default (printf "%s-mesh-tls" (include "remesh.fullname" .)) .Values.meshTls.secretName }}
+{{- end }}
+
 {{/* proxy.toml. node_id, grpc_advertise and gossip_advertise come from the pod's
 environment (REMESH_PROXY_*), which overrides the file. */}}
 {{- define "remesh.proxyToml" -}}
@@ -75,8 +79,28 @@ capacity = {{ int64 .Values.backend.capacity }}
 join = [{{ include "remesh.joinAddress" . | quote }}]
 {{- end }}
 policy = {{ .Values.proxy.policy | quote }}
+{{- if .Values.gossipKeyring.enabled }}
+gossip_keyring = "{{ .Values.gossipKeyring.mountPath }}/keyring"
+{{- end }}
 {{- with .Values.proxy.config }}
 {{ toToml . | trim }}
+{{- end }}
+{{- if .Values.tls.enabled }}
+
+[tls]
+cert_file = "{{ .Values.tls.mountPath }}/tls.crt"
+key_file = "{{ .Values.tls.mountPath }}/tls.key"
+client_auth = {{ .Values.tls.clientAuth | quote }}
+{{- if ne .Values.tls.clientAuth "off" }}
+client_ca_file = "{{ .Values.tls.mountPath }}/ca.crt"
+{{- end }}
+{{- end }}
+{{- if .Values.meshTls.enabled }}
+
+[mesh_tls]
+ca_file = "{{ .Values.meshTls.mountPath }}/ca.crt"
+cert_file = "{{ .Values.meshTls.mountPath }}/tls.crt"
+key_file = "{{ .Values.meshTls.mountPath }}/tls.key"
 {{- end }}
 {{- end }}
 
