@@ -1025,3 +1025,28 @@ fn tls_and_keyring_sections_fit_the_proxy_config() {
     }
     problems.finish();
 }
+
+#[test]
+fn the_chart_and_its_render_follow_the_workspace() {
+    let chart = yaml(&format!("{CHART}/Chart.yaml"));
+    let workspace: toml::Table = read("Cargo.toml").parse().unwrap();
+    let version = workspace["workspace"]["package"]["version"]
+        .as_str()
+        .unwrap();
+    let mut problems = Problems::default();
+    // The image tag defaults to appVersion: it names the binaries' version.
+    problems.same(
+        &format!("{CHART}/Chart.yaml appVersion vs Cargo.toml workspace.package.version"),
+        str_at(&chart, "appVersion", CHART),
+        version,
+    );
+    let rendered = read(MANIFESTS);
+    problems.check(!rendered.contains("{{"), || {
+        format!("{MANIFESTS}: holds unrendered template syntax")
+    });
+    problems.check(
+        !rendered.contains("namespace:") || rendered.contains(&format!("namespace: {NAMESPACE}")),
+        || format!("{MANIFESTS}: rendered for another namespace than {NAMESPACE}"),
+    );
+    problems.finish();
+}
