@@ -119,22 +119,26 @@ impl Executor {
         let health_service = health_service.max_decoding_message_size(config.max_message_bytes);
 
         let stop_serving = CancellationToken::new();
-        let main_router = Server::builder()
+        let main_server = Server::builder()
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
             // SETTINGS_MAX_CONCURRENT_STREAMS rather than a per-connection concurrency
             // limit: clients learn the bound and queue or open another connection,
             // instead of the server accepting streams it then parks.
             .max_concurrent_streams(Some(config.max_concurrent_streams))
             .layer(GrpcMetricsLayer::new(metrics.clone()))
-            .add_routes(service::storage_routes(&config, &cas, &action_cache))
-            .add_service(health_service.clone());
-        let main_server = service::add_execution_services(main_router, &config, &engine)
+            .add_routes(service::with_execution_routes(
+                service::storage_routes(&config, &cas, &action_cache),
+                &config,
+                &engine,
+            ))
+            .add_service(health_service.clone())
             .serve_with_incoming_shutdown(
                 TcpListenerStream::new(listeners.grpc),
                 stop_serving.clone().cancelled_owned(),
             );
-        let load_router = Server::builder().add_service(health_service);
-        let load_server = service::add_load_service(load_router, &config, &engine)
+        let load_server = Server::builder()
+            .add_routes(service::load_routes(&config, &engine))
+            .add_service(health_service)
             .serve_with_incoming_shutdown(
                 TcpListenerStream::new(listeners.load),
                 stop_serving.clone().cancelled_owned(),

@@ -9,6 +9,11 @@
 //! served); the operation is registered and returned at once in CACHE_CHECK; a task
 //! looks the action up in the cache (hit → done) and otherwise queues it (QUEUED); a
 //! runner runs it (EXECUTING) and completes it (COMPLETED).
+//!
+//! Identical actions in flight (same action digest) share one operation: the second
+//! Execute gets the first one's name and stream. A `skip_cache_lookup` request joins
+//! only an operation past its cache check (a queued or running one is a fresh run, as
+//! asked; one still in CACHE_CHECK might answer from the cache, so it gets its own).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,6 +23,7 @@ use remesh_proto::load::LoadReport;
 use remesh_proto::longrunning;
 use remesh_proto::reapi::{ExecuteRequest, ExecuteResponse};
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::digest::BlobDigest;
@@ -26,7 +32,7 @@ use crate::execution::error::ExecutionError;
 use crate::execution::operations::{Admission, CancelReason, Operation, OperationRegistry, Stage};
 use crate::execution::queue::{ActionQueue, QueueClosed, QueueSlot, spawn_runners};
 use crate::execution::runner::{
-    ActionRunner, WORK_DIR_PREFIX, error_response, referenced_blobs, remove_work_dir, worker_name,
+    ActionRunner, WORK_DIR_PREFIX, error_response, remove_work_dir, worker_name,
 };
 use crate::metrics::Metrics;
 use crate::storage::{ActionCache, Cas};
@@ -58,6 +64,9 @@ struct EngineInner {
     queue: Arc<ActionQueue<Job>>,
     runner: ActionRunner,
     accepting: AtomicBool,
+    /// Fired when the drain is over, to end endless streams (Load.Watch) so the
+    /// servers' graceful shutdown does not wait for them forever.
+    drained: CancellationToken,
     keepalive_interval: Duration,
 }
 
@@ -84,6 +93,7 @@ impl Engine {
             registry: OperationRegistry::new(config.operation_retention, max_retained),
             queue: queue.clone(),
             accepting: AtomicBool::new(true),
+            drained: CancellationToken::new(),
             keepalive_interval: config.keepalive_interval,
         });
         tokio::spawn(remove_stale_work_dirs(
@@ -93,14 +103,26 @@ impl Engine {
         let weak = Arc::downgrade(&inner);
         // Runners end when the queue is closed and empty (at drain); they hold the
         // engine weakly so a dropped engine is not kept alive by its own runners.
-        drop(spawn_runners(&queue, runners, move |job: Job| {
+        let mut runner_tasks = spawn_runners(&queue, runners, move |job: Job| {
             let weak = weak.clone();
             async move {
                 if let Some(inner) = weak.upgrade() {
-                    inner.run_job(job).await;
+                    let operation = job.operation.clone();
+                    // A bug in one run must neither kill this runner nor leave the
+                    // operation's watchers waiting forever.
+                    let run = std::panic::AssertUnwindSafe(inner.run_job(job));
+                    if futures::FutureExt::catch_unwind(run).await.is_err() {
+                        let error = ExecutionError::Io {
+                            context: "running the action".into(),
+                            source: std::io::Error::other("the runner panicked"),
+                        };
+                        inner.finish(&operation, error_response(&error, None), "error");
+                    }
                 }
             }
-        }));
+        });
+        // Dropping a JoinSet would abort them.
+        runner_tasks.detach_all();
         Self { inner }
     }
 
@@ -203,7 +225,11 @@ impl Engine {
         }
         operation.cancel(CancelReason::Client);
         if let Some(job) = inner.queue.remove(operation.name()) {
-            inner.finish(&job.operation, cancelled_response(), "cancelled");
+            inner.finish(
+                &job.operation,
+                cancelled_response(&job.operation),
+                "cancelled",
+            );
         }
         // Otherwise the cache check or the runner sees the token and completes it.
         Ok(())
@@ -248,6 +274,12 @@ impl Engine {
             }
             let _ = tokio::time::timeout(KILL_REPORT_TIMEOUT, load.wait_for(idle)).await;
         }
+        inner.drained.cancel();
+    }
+
+    /// Fires once `drain` is over.
+    pub fn drained(&self) -> CancellationToken {
+        self.inner.drained.clone()
     }
 }
 
@@ -266,7 +298,7 @@ impl EngineInner {
             return;
         }
         if operation.cancel_token().is_cancelled() {
-            self.finish(&operation, cancelled_response(), "cancelled");
+            self.finish(&operation, cancelled_response(&operation), "cancelled");
             return;
         }
         operation.advance(Stage::Queued);
@@ -280,26 +312,17 @@ impl EngineInner {
         }
     }
 
-    /// The cached result for `digest`, if there is one whose blobs are all still
-    /// there (a result pointing at evicted outputs would fail the client's download).
+    /// The cached result for `digest`, if any. `ActionCache::get` already refuses a
+    /// result whose blobs were evicted (the client's download would fail).
     async fn cached_response(&self, digest: &BlobDigest) -> Option<ExecuteResponse> {
-        let result = match self.action_cache.get(digest).await {
-            Ok(Some(result)) => result,
-            Ok(None) => return None,
-            Err(error) => {
-                tracing::warn!(%error, action = %digest, "action cache lookup failed; running the action");
-                return None;
-            }
-        };
-        match self.cas.find_missing(&referenced_blobs(&result)).await {
-            Ok(missing) if missing.is_empty() => Some(ExecuteResponse {
+        match self.action_cache.get(digest).await {
+            Ok(result) => result.map(|result| ExecuteResponse {
                 result: Some(result),
                 cached_result: true,
                 ..Default::default()
             }),
-            Ok(_) => None,
             Err(error) => {
-                tracing::warn!(%error, action = %digest, "checking a cached result failed; running the action");
+                tracing::warn!(%error, action = %digest, "action cache lookup failed; running the action");
                 None
             }
         }
@@ -311,7 +334,7 @@ impl EngineInner {
             return;
         }
         if operation.cancel_token().is_cancelled() {
-            self.finish(&operation, cancelled_response(), "cancelled");
+            self.finish(&operation, cancelled_response(&operation), "cancelled");
             return;
         }
         operation.advance(Stage::Executing);
@@ -329,6 +352,12 @@ impl EngineInner {
     fn finish(&self, operation: &Arc<Operation>, response: ExecuteResponse, outcome: &str) {
         if self.registry.complete(operation, response) {
             self.metrics.execution(outcome);
+            tracing::debug!(
+                operation = operation.name(),
+                action = %operation.action_digest(),
+                outcome,
+                "operation completed"
+            );
         }
     }
 }
@@ -347,11 +376,15 @@ async fn remove_stale_work_dirs(scratch: std::path::PathBuf, own_prefix: String)
     }
 }
 
-fn cancelled_response() -> ExecuteResponse {
-    error_response(
-        &ExecutionError::Cancelled("the operation was cancelled".to_owned()),
-        None,
-    )
+/// CANCELLED for a client's cancel, UNAVAILABLE for a shutdown (clients retry that).
+fn cancelled_response(operation: &Operation) -> ExecuteResponse {
+    match operation.cancel_reason() {
+        Some(CancelReason::Shutdown) => shutdown_response(),
+        _ => error_response(
+            &ExecutionError::Cancelled("the operation was cancelled".to_owned()),
+            None,
+        ),
+    }
 }
 
 fn shutdown_response() -> ExecuteResponse {
@@ -365,3 +398,11 @@ fn limits(config: &Config) -> ActionLimits {
         max_timeout: config.max_action_timeout,
     }
 }
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;
+
+#[cfg(test)]
+#[path = "engine_flow_tests.rs"]
+mod flow_tests;

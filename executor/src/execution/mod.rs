@@ -23,6 +23,9 @@ pub mod process;
 pub mod queue;
 pub mod runner;
 
+#[cfg(test)]
+pub(crate) mod test_harness;
+
 pub use engine::Engine;
 pub use error::ExecutionError;
 pub use operations::{Operation, OperationState, Stage};

@@ -36,7 +36,11 @@ impl Load for LoadService {
     ) -> Result<Response<Self::WatchStream>, Status> {
         // WatchStream yields the current value first, then each new one; rapid changes
         // coalesce into the latest, which is what a balancer wants.
-        let reports = WatchStream::new(self.engine.watch_load()).map(Ok);
+        // It ends when the executor has drained, or shutdown would wait for it forever.
+        let drained = self.engine.drained().cancelled_owned();
+        let reports = WatchStream::new(self.engine.watch_load())
+            .map(Ok)
+            .take_until(drained);
         Ok(Response::new(Box::pin(reports)))
     }
 }

@@ -16,7 +16,6 @@ pub(crate) mod test_support;
 use remesh_proto::reapi::digest_function;
 use tonic::Status;
 use tonic::service::Routes;
-use tonic::transport::server::Router;
 
 pub use action_cache::ActionCacheService;
 pub use bytestream::ByteStreamService;
@@ -65,14 +64,14 @@ pub fn storage_routes(config: &Config, cas: &Cas, action_cache: &ActionCache) ->
     routes.routes()
 }
 
-/// Adds Execution and google.longrunning.Operations to `router`, each limited to
+/// `routes` plus Execution and google.longrunning.Operations, each limited to
 /// `config.max_message_bytes` per message both ways.
-pub fn add_execution_services<L>(router: Router<L>, config: &Config, engine: &Engine) -> Router<L> {
+pub fn with_execution_routes(routes: Routes, config: &Config, engine: &Engine) -> Routes {
     use remesh_proto::longrunning::operations_server::OperationsServer;
     use remesh_proto::reapi::execution_server::ExecutionServer;
 
     let limit = config.max_message_bytes;
-    router
+    routes
         .add_service(
             ExecutionServer::new(ExecutionService::new(engine.clone()))
                 .max_decoding_message_size(limit)
@@ -85,11 +84,11 @@ pub fn add_execution_services<L>(router: Router<L>, config: &Config, engine: &En
         )
 }
 
-/// Adds `remesh.load.v1.Load` to `router`.
-pub fn add_load_service<L>(router: Router<L>, config: &Config, engine: &Engine) -> Router<L> {
+/// `remesh.load.v1.Load` as gRPC routes (for the load port).
+pub fn load_routes(config: &Config, engine: &Engine) -> Routes {
     use remesh_proto::load::load_server::LoadServer;
 
-    router.add_service(
+    Routes::new(
         LoadServer::new(LoadService::new(engine.clone()))
             .max_decoding_message_size(config.max_message_bytes),
     )
