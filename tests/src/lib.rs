@@ -1,1 +1,29 @@
+//! remesh-tests: drives the real binaries, a real Bazel and a real BuildGrid.
+//!
+//! The library is the harness the integration tests in `tests/` and the benchmark in
+//! `src/bin/bench.rs` share. Every helper spawns real processes on loopback, waits for
+//! them by polling with a deadline, and kills exactly the processes it started (by pid)
+//! when dropped.
+//!
+//! # Layout
+//! - `locations`: where the workspace, the build output and `shared/` are, and making
+//!   sure the `remesh-executor` binary under test is built and fresh.
+//! - `polling`: waiting for a condition with a deadline (never a fixed sleep).
+//! - `executor_process`: spawns `remesh-executor`, reads its ready line, stops it.
+//! - `reapi_client`: typed gRPC clients and the few REAPI round trips tests repeat
+//!   (digests, ByteStream upload and download, building and running an action).
+//! - `buildgrid`: a cache-only BuildGrid server, an independent REAPI implementation.
+//! - `bazel`: copies a test workspace and runs the real Bazel client against a server.
+#![forbid(unsafe_code)]
 
+pub mod bazel;
+pub mod buildgrid;
+pub mod executor_process;
+pub mod locations;
+pub mod polling;
+pub mod reapi_client;
+
+pub use bazel::{BazelOutcome, BazelWorkspace};
+pub use buildgrid::BuildGridServer;
+pub use executor_process::{ExecutorOptions, ExecutorProcess};
+pub use reapi_client::{Clients, blob_digest};
