@@ -26,7 +26,8 @@ pub struct Config {
     /// ever written outside it.
     pub data_dir: PathBuf,
     /// Size bound of the local CAS in bytes; least recently used blobs are evicted
-    /// past it. Must hold the largest single action's inputs and outputs.
+    /// past it. Must hold the largest single action's inputs and outputs. A blob larger
+    /// than this is refused up front (INVALID_ARGUMENT) by every upload path.
     pub cas_max_bytes: u64,
     /// Optional second storage tier: any REAPI CAS/AC endpoint, `grpc://host:port` or
     /// `grpcs://host:port`. Reads fall through to it, writes go to both.

@@ -160,3 +160,29 @@ async fn an_unreachable_backing_cache_is_unavailable_not_a_crash() {
     };
     assert_eq!(tonic::Status::from(error).code(), tonic::Code::Unavailable);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backing_blob_larger_than_the_local_cas_is_not_fetched() {
+    let backing = TestStorage::open().await;
+    let (addr, _stop) = backing.serve().await;
+    let node = TestStorage::open_with(|config| {
+        config.backing_cache = Some(format!("grpc://{addr}"));
+        config.cas_max_bytes = 1 << 20;
+    })
+    .await;
+    let large = data(1_500_000, 5);
+    let digest = BlobDigest::of_bytes(&large);
+    backing.cas.write_bytes(&digest, large).await.unwrap();
+
+    let error = node.cas.read_bytes(&digest).await.unwrap_err();
+    assert!(
+        matches!(error, super::StorageError::TooLarge { max_bytes, .. } if max_bytes == 1 << 20),
+        "{error:?}"
+    );
+    assert_eq!(
+        tonic::Status::from(error).code(),
+        tonic::Code::InvalidArgument
+    );
+    assert!(!node.cas.contains_local(&digest));
+    assert_eq!(node.metrics.backing_fetches_total.get(), 0);
+}

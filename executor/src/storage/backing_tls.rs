@@ -7,6 +7,8 @@
 
 use std::path::Path;
 
+use rustls_pki_types::pem::PemObject as _;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
 use crate::config::Config;
@@ -19,6 +21,14 @@ pub enum BackingTlsError {
         field: &'static str,
         path: std::path::PathBuf,
         source: std::io::Error,
+    },
+    /// Checked here because tonic takes a PEM file without certificates silently, and
+    /// every connection would then fail its handshake instead of the start-up.
+    #[error("{field} {path}: {reason}")]
+    Pem {
+        field: &'static str,
+        path: std::path::PathBuf,
+        reason: String,
     },
 }
 
@@ -35,13 +45,16 @@ impl BackingTls {
     /// `Config::validate`; a certificate without its key is ignored here.
     pub fn from_config(config: &Config) -> Result<Self, BackingTlsError> {
         let ca = match &config.backing_ca_file {
-            Some(path) => Some(Certificate::from_pem(read("backing_ca_file", path)?)),
+            Some(path) => Some(Certificate::from_pem(read_certificates(
+                "backing_ca_file",
+                path,
+            )?)),
             None => None,
         };
         let identity = match (&config.backing_cert_file, &config.backing_key_file) {
             (Some(cert), Some(key)) => Some(Identity::from_pem(
-                read("backing_cert_file", cert)?,
-                read("backing_key_file", key)?,
+                read_certificates("backing_cert_file", cert)?,
+                read_key("backing_key_file", key)?,
             )),
             _ => None,
         };
@@ -65,6 +78,36 @@ impl BackingTls {
         }
         tls
     }
+}
+
+/// A PEM file holding at least one certificate, every one of them well-formed.
+fn read_certificates(field: &'static str, path: &Path) -> Result<Vec<u8>, BackingTlsError> {
+    let pem = read(field, path)?;
+    let invalid = |reason: String| BackingTlsError::Pem {
+        field,
+        path: path.to_owned(),
+        reason,
+    };
+    let mut count = 0;
+    for certificate in CertificateDer::pem_slice_iter(&pem) {
+        certificate.map_err(|error| invalid(format!("not a valid PEM certificate: {error}")))?;
+        count += 1;
+    }
+    if count == 0 {
+        return Err(invalid("holds no PEM certificate".into()));
+    }
+    Ok(pem)
+}
+
+/// A PEM file holding a private key (PKCS#8, PKCS#1 or SEC1).
+fn read_key(field: &'static str, path: &Path) -> Result<Vec<u8>, BackingTlsError> {
+    let pem = read(field, path)?;
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|error| BackingTlsError::Pem {
+        field,
+        path: path.to_owned(),
+        reason: format!("holds no usable PEM private key: {error}"),
+    })?;
+    Ok(pem)
 }
 
 fn read(field: &'static str, path: &Path) -> Result<Vec<u8>, BackingTlsError> {

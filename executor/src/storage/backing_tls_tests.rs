@@ -265,3 +265,40 @@ async fn an_unreadable_tls_file_fails_at_open() {
         .expect("a missing CA file must fail");
     assert!(error.to_string().contains("backing_ca_file"), "{error}");
 }
+
+#[tokio::test]
+async fn a_ca_file_without_certificates_fails_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = write(dir.path(), "ca.pem", "not a certificate\n");
+    let config = crate::config::Config {
+        data_dir: dir.path().join("data"),
+        backing_cache: Some("grpcs://127.0.0.1:1".into()),
+        backing_ca_file: Some(ca),
+        ..crate::config::Config::default()
+    };
+    let error = super::Cas::open(&config, crate::metrics::Metrics::new())
+        .await
+        .err()
+        .expect("a CA file without a certificate must fail");
+    assert!(error.to_string().contains("backing_ca_file"), "{error}");
+}
+
+#[tokio::test]
+async fn a_key_file_without_a_key_fails_at_open() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::config::Config {
+        data_dir: dir.path().join("data"),
+        backing_cache: Some("grpcs://127.0.0.1:1".into()),
+        backing_ca_file: Some(pki.ca_file.clone()),
+        backing_cert_file: Some(pki.client.0.clone()),
+        // A certificate where the key should be.
+        backing_key_file: Some(pki.client.0.clone()),
+        ..crate::config::Config::default()
+    };
+    let error = super::Cas::open(&config, crate::metrics::Metrics::new())
+        .await
+        .err()
+        .expect("a key file without a key must fail");
+    assert!(error.to_string().contains("backing_key_file"), "{error}");
+}
