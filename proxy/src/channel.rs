@@ -1,5 +1,6 @@
-//! One multiplexed HTTP/2 (h2c) connection to one upstream: the local backend or a
-//! peer's proxy.
+//! One multiplexed HTTP/2 connection to one upstream: the local backend or a peer's
+//! proxy. Cleartext (h2c) by default; over TLS when the settings carry a connector
+//! (`grpcs://` backends with `[backend_tls]`, peers with `[mesh_tls]`).
 //!
 //! Connected lazily, shared by every stream to that upstream, and re-established when
 //! the previous connection closed. A request that never reached a dead connection is
@@ -17,25 +18,32 @@ use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 
 use crate::body::{ProxyBody, ProxyRequest};
+use crate::tls::TlsConnector;
 
 /// Where an upstream listens: host (name or IP) and port.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
     pub host: String,
     pub port: u16,
+    /// Written as `grpcs://`: the upstream expects TLS.
+    pub tls: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum EndpointError {
-    #[error("{0:?} must look like grpc://host:port")]
+    #[error("{0:?} must look like grpc://host:port or grpcs://host:port")]
     Malformed(String),
 }
 
 impl Endpoint {
-    /// Parses `grpc://host:port` (or a bare `host:port`); `[::1]:80` style IPv6 works.
+    /// Parses `grpc://host:port`, `grpcs://host:port` (or a bare `host:port`);
+    /// `[::1]:80` style IPv6 works.
     pub fn parse(url: &str) -> Result<Self, EndpointError> {
         let malformed = || EndpointError::Malformed(url.to_owned());
-        let rest = url.strip_prefix("grpc://").unwrap_or(url);
+        let (rest, tls) = match url.strip_prefix("grpcs://") {
+            Some(rest) => (rest, true),
+            None => (url.strip_prefix("grpc://").unwrap_or(url), false),
+        };
         let authority: http::uri::Authority = rest.parse().map_err(|_| malformed())?;
         if authority.as_str() != rest {
             return Err(malformed());
@@ -51,13 +59,16 @@ impl Endpoint {
         Ok(Self {
             host: host.to_owned(),
             port,
+            tls,
         })
     }
 
+    /// A peer's gRPC address; whether it is dialled over TLS is the settings' choice.
     pub fn from_addr(addr: std::net::SocketAddr) -> Self {
         Self {
             host: addr.ip().to_string(),
             port: addr.port(),
+            tls: false,
         }
     }
 
@@ -80,6 +91,11 @@ pub enum ChannelError {
     },
     #[error("connecting to {endpoint}: timed out after {after:?}")]
     ConnectTimeout { endpoint: String, after: Duration },
+    #[error("TLS with {endpoint}: {source}")]
+    Tls {
+        endpoint: String,
+        source: crate::tls::ConnectError,
+    },
     #[error("HTTP/2 handshake with {endpoint}: {}", error_chain(source))]
     Handshake {
         endpoint: String,
@@ -113,7 +129,10 @@ impl ChannelError {
     pub fn never_reached_upstream(&self) -> bool {
         matches!(
             self,
-            Self::Connect { .. } | Self::ConnectTimeout { .. } | Self::Handshake { .. }
+            Self::Connect { .. }
+                | Self::ConnectTimeout { .. }
+                | Self::Tls { .. }
+                | Self::Handshake { .. }
         )
     }
 }
@@ -124,6 +143,8 @@ pub struct ChannelSettings {
     pub connect_timeout: Duration,
     /// Pings on an otherwise quiet connection, so that a dead upstream is noticed.
     pub keepalive_interval: Duration,
+    /// TLS for every connection made with these settings; `None` is h2c.
+    pub tls: Option<TlsConnector>,
 }
 
 impl Default for ChannelSettings {
@@ -131,6 +152,7 @@ impl Default for ChannelSettings {
         Self {
             connect_timeout: Duration::from_secs(3),
             keepalive_interval: Duration::from_secs(20),
+            tls: None,
         }
     }
 }
@@ -180,7 +202,11 @@ impl Http2Channel {
             .map_or("/", |path| path.as_str())
             .to_owned();
         parts.uri = http::Uri::builder()
-            .scheme("http")
+            .scheme(if self.settings.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            })
             .authority(self.authority.as_str())
             .path_and_query(path)
             .build()?;
@@ -242,12 +268,33 @@ impl Http2Channel {
             })?;
         // Small gRPC messages must not wait for Nagle.
         let _ = stream.set_nodelay(true);
+        match &self.settings.tls {
+            None => self.handshake(TokioIo::new(stream)).await,
+            Some(connector) => {
+                let tls = connector
+                    .connect(&self.endpoint.host, stream)
+                    .await
+                    .map_err(|source| ChannelError::Tls {
+                        endpoint: endpoint.clone(),
+                        source,
+                    })?;
+                self.handshake(TokioIo::new(tls)).await
+            }
+        }
+    }
+
+    /// HTTP/2 over a connected (and, if configured, TLS-wrapped) stream.
+    async fn handshake<I>(&self, io: I) -> Result<SendRequest<ProxyBody>, ChannelError>
+    where
+        I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    {
+        let endpoint = self.authority.clone();
         let (mut sender, connection) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .adaptive_window(true)
             .keep_alive_interval(self.settings.keepalive_interval)
             .keep_alive_timeout(self.settings.keepalive_interval)
-            .handshake(TokioIo::new(stream))
+            .handshake(io)
             .await
             .map_err(|source| ChannelError::Handshake {
                 endpoint: endpoint.clone(),
@@ -295,6 +342,9 @@ mod tests {
         );
         let parsed = Endpoint::parse("backend.ns.svc:8980").unwrap();
         assert_eq!(parsed.host, "backend.ns.svc");
+        assert!(!parsed.tls);
+        let parsed = Endpoint::parse("grpcs://cache.internal:443").unwrap();
+        assert_eq!((parsed.host.as_str(), parsed.port, parsed.tls), ("cache.internal", 443, true));
         for bad in [
             "grpc://host",
             "grpc://:80",

@@ -12,7 +12,9 @@ use clap::{Parser, ValueEnum};
 use serde::{Deserialize, Serialize};
 
 use crate::channel::Endpoint;
+use crate::config_security::SecurityArgs;
 use crate::operation_name::NodeId;
+use crate::tls::{ClientTlsConfig, MeshTlsConfig, ServerTlsConfig};
 
 /// What kind of REAPI server the proxy fronts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
@@ -85,6 +87,20 @@ pub struct Config {
     /// How long dialing a backend or peer may take before trying elsewhere.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// TLS for clients on the gRPC listener. Peers share the listener, so it needs
+    /// `mesh_tls` too (checked at start).
+    pub tls: Option<ServerTlsConfig>,
+    /// Mutual TLS between proxies, both directions; needs `tls` (checked at start).
+    pub mesh_tls: Option<MeshTlsConfig>,
+    /// TLS towards a `grpcs://` backend; required by, and only allowed with, one.
+    pub backend_tls: Option<ClientTlsConfig>,
+    /// Keyring file sealing every gossip packet (`remesh-proxy keygen` makes one);
+    /// reloaded when the file changes.
+    pub gossip_keyring: Option<PathBuf>,
+    /// Gossip in plaintext: anyone reaching the gossip port could join the mesh or
+    /// declare members dead. Only for tests or an already private, encrypted
+    /// network; a node with neither this nor `gossip_keyring` refuses to start.
+    pub insecure_plaintext_gossip: bool,
 }
 
 impl Default for Config {
@@ -108,6 +124,11 @@ impl Default for Config {
             max_message_bytes: 16 << 20,
             pass_unknown_methods: false,
             connect_timeout: Duration::from_secs(3),
+            tls: None,
+            mesh_tls: None,
+            backend_tls: None,
+            gossip_keyring: None,
+            insecure_plaintext_gossip: false,
         }
     }
 }
@@ -195,7 +216,74 @@ impl Config {
         if self.max_message_bytes < 64 << 10 {
             return Err(invalid("max_message_bytes", "must be at least 64 KiB"));
         }
+        self.validate_security()
+    }
+
+    /// Each TLS section on its own and the backend scheme against `backend_tls`.
+    /// Whether sections fit together is `check_security_at_start`'s job: example
+    /// configs show one section at a time and must still validate.
+    fn validate_security(&self) -> Result<(), ConfigError> {
+        let section = |field: &'static str, error: crate::tls::ConfigError| {
+            invalid(field, error.to_string())
+        };
+        if let Some(tls) = &self.tls {
+            tls.validate().map_err(|e| section("tls", e))?;
+        }
+        if let Some(mesh) = &self.mesh_tls {
+            mesh.validate().map_err(|e| section("mesh_tls", e))?;
+        }
+        if let Some(backend) = &self.backend_tls {
+            backend.validate().map_err(|e| section("backend_tls", e))?;
+        }
+        let grpcs = self.backend.starts_with("grpcs://");
+        match (grpcs, &self.backend_tls) {
+            (true, None) => return Err(invalid("backend_tls", "is required by a grpcs:// backend")),
+            (false, Some(_)) => {
+                return Err(invalid("backend_tls", "is set but backend is not grpcs://"));
+            }
+            _ => {}
+        }
+        if self.load_endpoint().starts_with("grpcs://") && self.backend_mode == BackendMode::Executor
+        {
+            return Err(invalid(
+                "backend_load",
+                "the executor's Load service is read in cleartext; give its grpc:// address",
+            ));
+        }
+        if self.gossip_keyring.is_some() && self.insecure_plaintext_gossip {
+            return Err(invalid(
+                "insecure_plaintext_gossip",
+                "is set together with gossip_keyring; choose one",
+            ));
+        }
         Ok(())
+    }
+
+    /// What a node needs to start safely, beyond `validate`: a gossip keyring or
+    /// the explicit plaintext opt-in, and client and mesh TLS together (they share
+    /// the gRPC listener: a TLS listener without a mesh identity could not be
+    /// dialled by peers, and a mesh identity needs the TLS listener to be used).
+    pub fn check_security_at_start(&self) -> Result<(), ConfigError> {
+        if self.gossip_keyring.is_none() && !self.insecure_plaintext_gossip {
+            return Err(invalid(
+                "gossip_keyring",
+                "is not set: gossip must be sealed. Create a keyring with \
+                 `remesh-proxy keygen > keyring` and set gossip_keyring (or \
+                 --gossip-keyring); or set insecure_plaintext_gossip = true on a \
+                 private, encrypted network only",
+            ));
+        }
+        match (&self.tls, &self.mesh_tls) {
+            (Some(_), None) => Err(invalid(
+                "mesh_tls",
+                "is required with [tls]: peers dial the same TLS listener",
+            )),
+            (None, Some(_)) => Err(invalid(
+                "tls",
+                "is required with [mesh_tls]: peers and clients share the gRPC listener",
+            )),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -242,6 +330,8 @@ pub struct ServeArgs {
     pub pass_unknown_methods: Option<bool>,
     #[arg(long, env = "REMESH_PROXY_CONNECT_TIMEOUT", value_parser = humantime::parse_duration)]
     pub connect_timeout: Option<Duration>,
+    #[command(flatten)]
+    pub security: SecurityArgs,
 }
 
 impl ServeArgs {
@@ -284,6 +374,7 @@ impl ServeArgs {
         if let Some(url) = self.backend_load {
             config.backend_load = (!url.is_empty()).then_some(url);
         }
+        self.security.apply(&mut config)?;
         config.validate()?;
         Ok(config)
     }

@@ -1,6 +1,12 @@
-//! Serves the proxy's service stack over HTTP/2 cleartext (h2c) on a bound listener.
+//! Serves the proxy's service stack over HTTP/2 on a bound listener: cleartext (h2c),
+//! or TLS when the listener has a [`ListenerTlsConfig`] (see `listener_tls`).
 //!
-//! Every accepted connection gets its own hyper HTTP/2 connection task. Settings follow
+//! Every accepted connection gets its own task: the TLS handshake (bounded in
+//! time, so a silent client cannot hold the accept loop), then hyper's HTTP/2
+//! connection. Over TLS, the hop header of a connection that did not present a
+//! mesh certificate is removed before routing, so only peers can mark a request
+//! as forwarded. Over h2c every connection is trusted as before: h2c is for a
+//! private network only. Settings follow
 //! what Bazel needs: many concurrent streams per connection, client keep-alive pings
 //! allowed (hyper never answers them with GOAWAY), and pings of our own so a vanished
 //! client's streams get cleaned up. On shutdown: stop accepting, send GOAWAY, let open
@@ -17,6 +23,13 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::body::{ProxyRequest, ProxyResponse};
+use crate::hop::HOP_HEADER;
+use crate::listener_tls::ListenerTlsSource;
+use crate::metrics::{ProxyMetrics, label};
+use crate::tls::{Reloading, TlsAcceptor};
+
+/// The listener's TLS, reloaded from disk; `None` serves h2c.
+pub type ListenerTlsConfig = Reloading<ListenerTlsSource>;
 
 /// The whole stack, errors already turned into statuses.
 pub type EdgeService = tower::util::BoxCloneService<ProxyRequest, ProxyResponse, Infallible>;
@@ -25,9 +38,13 @@ pub type EdgeService = tower::util::BoxCloneService<ProxyRequest, ProxyResponse,
 const MAX_CONCURRENT_STREAMS: u32 = 1000;
 
 /// Serves `service` on `listener` until `shutdown`, then drains for at most `grace`.
+/// With `tls`, every connection must complete a TLS handshake first; refused
+/// handshakes are counted on `metrics`.
 pub async fn serve(
     listener: TcpListener,
     service: EdgeService,
+    tls: Option<ListenerTlsConfig>,
+    metrics: ProxyMetrics,
     shutdown: CancellationToken,
     grace: Duration,
 ) {
@@ -54,22 +71,41 @@ pub async fn serve(
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
         };
         let _ = stream.set_nodelay(true);
-        let hyper_service = HyperAdapter(service.clone());
-        let connection = builder.serve_connection(TokioIo::new(stream), hyper_service);
+        let builder = builder.clone();
+        let service = service.clone();
         let shutdown = shutdown.clone();
+        let tls = tls.clone();
+        let metrics = metrics.clone();
         connections.spawn(async move {
-            let mut connection = std::pin::pin!(connection);
-            tokio::select! {
-                result = connection.as_mut() => {
-                    if let Err(error) = result {
-                        tracing::debug!(%peer, %error, "client connection ended");
+            let Some(tls) = tls else {
+                let adapter = HyperAdapter {
+                    service,
+                    trust_hop: true,
+                };
+                return drive(&builder, TokioIo::new(stream), adapter, peer, shutdown).await;
+            };
+            // The build current at accept time serves this connection to its end.
+            let current = tls.current();
+            let server = current.server.clone();
+            let acceptor = TlsAcceptor::new(move || server.clone());
+            let stream = tokio::select! {
+                accepted = acceptor.accept(stream) => match accepted {
+                    Ok(stream) => stream,
+                    Err(error) => {
+                        tracing::debug!(%peer, %error, "TLS handshake refused");
+                        count_handshake(&metrics, "refused");
+                        return;
                     }
-                    return;
-                }
-                () = shutdown.cancelled() => {}
-            }
-            connection.as_mut().graceful_shutdown();
-            let _ = connection.await;
+                },
+                () = shutdown.cancelled() => return,
+            };
+            let mesh_member = current.is_mesh_member(stream.get_ref().1);
+            count_handshake(&metrics, if mesh_member { "mesh" } else { "client" });
+            let adapter = HyperAdapter {
+                service,
+                trust_hop: mesh_member,
+            };
+            drive(&builder, TokioIo::new(stream), adapter, peer, shutdown).await;
         });
     }
     drop(listener);
@@ -80,11 +116,48 @@ pub async fn serve(
     }
 }
 
+fn count_handshake(metrics: &ProxyMetrics, outcome: &'static str) {
+    metrics
+        .tls_handshakes_total
+        .get_or_create(&label("outcome", outcome))
+        .inc();
+}
+
+/// Serves one connection until it ends, or until shutdown, then drains it.
+async fn drive<I>(
+    builder: &hyper::server::conn::http2::Builder<TokioExecutor>,
+    io: I,
+    adapter: HyperAdapter,
+    peer: std::net::SocketAddr,
+    shutdown: CancellationToken,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let connection = builder.serve_connection(io, adapter);
+    let mut connection = std::pin::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(error) = result {
+                tracing::debug!(%peer, %error, "client connection ended");
+            }
+            return;
+        }
+        () = shutdown.cancelled() => {}
+    }
+    connection.as_mut().graceful_shutdown();
+    let _ = connection.await;
+}
+
 /// hyper's view of the stack. A concrete type with a boxed future, rather than a
 /// generic adapter: the compiler can then prove the connection task `Send` without
 /// tripping over higher-ranked lifetimes in the boxed error type.
 #[derive(Clone)]
-struct HyperAdapter(EdgeService);
+struct HyperAdapter {
+    service: EdgeService,
+    /// Whether this connection may mark requests as forwarded (a mesh member, or
+    /// any connection on an h2c listener).
+    trust_hop: bool,
+}
 
 impl hyper::service::Service<http::Request<Incoming>> for HyperAdapter {
     type Response = ProxyResponse;
@@ -92,8 +165,11 @@ impl hyper::service::Service<http::Request<Incoming>> for HyperAdapter {
     type Future = BoxFuture<'static, Result<ProxyResponse, Infallible>>;
 
     fn call(&self, request: http::Request<Incoming>) -> Self::Future {
-        let service = self.0.clone();
-        let request: ProxyRequest = request.map(crate::body::boxed);
+        let service = self.service.clone();
+        let mut request: ProxyRequest = request.map(crate::body::boxed);
+        if !self.trust_hop {
+            request.headers_mut().remove(HOP_HEADER);
+        }
         Box::pin(tower::ServiceExt::oneshot(service, request))
     }
 }

@@ -3,7 +3,8 @@
 //! node, and routes every later call about an operation to the node that owns it.
 //!
 //! # Layout
-//! - `config`: the TOML file, flags and environment, validated.
+//! - `config`: the TOML file, flags and environment, validated; `config_security`:
+//!   the TLS and gossip-key flags.
 //! - `server`: binds everything together; `run(config, listeners, shutdown)`.
 //! - `grpc_server`: the HTTP/2 accept loop serving the service stack.
 //! - `edge`: the outermost layer, where errors become gRPC statuses.
@@ -14,6 +15,8 @@
 //!   re-encoding.
 //! - `operation_name`: `remesh/<node_id>/<backend name>`.
 //! - `hop`: the single-hop rule for forwarded requests.
+//! - `listener_tls`: the gRPC listener's TLS, shared by clients and mesh peers.
+//! - `tls`, `gossip_seal`: TLS configs with hot reload; sealed gossip packets.
 //! - `membership`: SWIM gossip (foca) over UDP, load records as broadcasts, the
 //!   published cluster view.
 //! - `mesh`: the router's side of the cluster: view, peer channels, own forwards.
@@ -32,11 +35,13 @@ pub mod balance;
 pub mod body;
 pub mod channel;
 pub mod config;
+pub mod config_security;
 pub mod edge;
 pub mod gossip_seal;
 pub mod grpc_method;
 pub mod grpc_server;
 pub mod hop;
+pub mod listener_tls;
 pub mod load;
 pub mod membership;
 pub mod mesh;

@@ -1,4 +1,5 @@
-//! `remesh-proxy`: `serve` runs one proxy; `up` runs a whole loopback cluster.
+//! `remesh-proxy`: `serve` runs one proxy; `up` runs a whole loopback cluster;
+//! `keygen` prints a fresh gossip keyring.
 //! Parses flags and config, sets up logging, binds, prints the ready line, calls `run`.
 #![forbid(unsafe_code)]
 
@@ -24,6 +25,10 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Run a whole cluster on loopback: an executor and a proxy per node.
     Up(up::UpArgs),
+    /// Print a fresh gossip keyring (one random key, hex) for `gossip_keyring`:
+    /// `remesh-proxy keygen > keyring && chmod 600 keyring`. To rotate, add its
+    /// key line second in every node's file, then first, then drop the old line.
+    Keygen,
 }
 
 #[tokio::main]
@@ -37,6 +42,13 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve(args) => serve(*args).await,
         Command::Up(args) => up::up(args).await,
+        Command::Keygen => {
+            let keyring = remesh_proxy::gossip_seal::Keyring::generate();
+            let mut stdout = std::io::stdout().lock();
+            stdout.write_all(keyring.export_secret_text().as_bytes())?;
+            stdout.flush()?;
+            Ok(())
+        }
     }
 }
 
@@ -46,6 +58,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .context("binding listeners")?;
     let ready = serde_json::to_string(&listeners.ready_line(&config)?)?;
+    // Before the ready line: a node that would gossip unsealed by accident must
+    // not look started.
+    config
+        .check_security_at_start()
+        .context("insecure configuration")?;
     let shutdown = CancellationToken::new();
     tokio::spawn(signal_shutdown(shutdown.clone()));
     let server = tokio::spawn(remesh_proxy::run(config, listeners, shutdown));

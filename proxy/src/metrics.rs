@@ -30,6 +30,8 @@ pub struct ProxyMetrics {
     /// Gossip datagrams and bytes by `direction` (`sent`, `received`).
     pub gossip_packets_total: Family<Labels, Counter>,
     pub gossip_bytes_total: Family<Labels, Counter>,
+    /// TLS handshakes on the gRPC listener by `outcome` (`mesh`, `client`, `refused`).
+    pub tls_handshakes_total: Family<Labels, Counter>,
 }
 
 impl Default for ProxyMetrics {
@@ -40,7 +42,24 @@ impl Default for ProxyMetrics {
 
 impl ProxyMetrics {
     pub fn new() -> Self {
+        Self::with_collectors(Vec::new())
+    }
+
+    /// Also reports `collectors` (read at each scrape: gossip seal and TLS reload
+    /// counters kept by their own subsystems).
+    pub fn with_collectors(
+        collectors: Vec<Box<dyn prometheus_client::collector::Collector>>,
+    ) -> Self {
         let mut registry = Registry::with_prefix("remesh_proxy");
+        for collector in collectors {
+            registry.register_collector(collector);
+        }
+        let tls_handshakes_total = Family::<Labels, Counter>::default();
+        registry.register(
+            "tls_handshakes",
+            "TLS handshakes on the gRPC listener by outcome (mesh, client, refused)",
+            tls_handshakes_total.clone(),
+        );
         let requests_total = Family::<Labels, Counter>::default();
         let forwards_total = Family::<Labels, Counter>::default();
         let members = Family::<Labels, Gauge>::default();
@@ -95,6 +114,7 @@ impl ProxyMetrics {
             cluster_queue_depth,
             gossip_packets_total,
             gossip_bytes_total,
+            tls_handshakes_total,
         }
     }
 

@@ -14,6 +14,11 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, AdminState};
+use crate::gossip_seal::{GossipSeal, Keyring, KeyringError, OpenerConfig, SealStats};
+use crate::listener_tls::{ListenerTlsSource, MESH_SERVER_NAME};
+use crate::membership::GossipSocket;
+use crate::membership::gossip_socket::{KEYRING_RELOAD_INTERVAL, watch_keyring};
+use crate::tls::{BuildError, Reloading, TlsConnector};
 use crate::balance;
 use crate::channel::{ChannelSettings, Endpoint, Http2Channel};
 use crate::config::{BackendMode, Config, ConfigError};
@@ -94,6 +99,13 @@ pub enum RunError {
     },
     #[error("reading a bound address: {0}")]
     Io(#[from] std::io::Error),
+    #[error("{field}: {source}")]
+    Tls {
+        field: &'static str,
+        source: BuildError,
+    },
+    #[error("gossip_keyring: {0}")]
+    Keyring(#[from] KeyringError),
 }
 
 /// The address peers should use for a socket bound to `bound`.
@@ -116,11 +128,22 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
     config.validate()?;
+    config.check_security_at_start()?;
     let node_id = config.node_id()?;
-    let metrics = ProxyMetrics::new();
+    let gossip_bound = listeners.gossip.local_addr()?;
+    let security = Security::load(&config, listeners.gossip, &shutdown)?;
+    let metrics = ProxyMetrics::with_collectors(security.collectors());
     let settings = ChannelSettings {
         connect_timeout: config.connect_timeout,
         ..ChannelSettings::default()
+    };
+    let peer_settings = ChannelSettings {
+        tls: security.peer_connector.clone(),
+        ..settings.clone()
+    };
+    let backend_settings = ChannelSettings {
+        tls: security.backend_connector.clone(),
+        ..settings
     };
     let backend_endpoint =
         Endpoint::parse(&config.backend).map_err(|error| ConfigError::Invalid {
@@ -129,7 +152,7 @@ pub async fn run(
         })?;
     let backend = Arc::new(Http2Channel::with_connections(
         backend_endpoint,
-        settings.clone(),
+        backend_settings,
         BACKEND_CONNECTIONS,
     ));
     let identity = MemberIdentity {
@@ -137,7 +160,7 @@ pub async fn run(
         gossip_addr: advertised(
             "gossip_advertise",
             config.gossip_advertise,
-            listeners.gossip.local_addr()?,
+            gossip_bound,
         )?,
         grpc_addr: advertised(
             "grpc_advertise",
@@ -152,7 +175,7 @@ pub async fn run(
         ClusterView::alone(identity.clone(), *local_load.borrow()),
         local_load.clone(),
         balance::selector_for(config.policy, config.affinity_load_factor),
-        settings,
+        peer_settings,
     ));
     let membership = tokio::spawn(membership::run(
         MembershipSettings {
@@ -161,7 +184,7 @@ pub async fn run(
             join_interval: config.join_interval,
             load_heartbeat: config.load_heartbeat,
         },
-        listeners.gossip,
+        security.gossip,
         local_load,
         mesh.clone(),
         metrics.clone(),
@@ -185,12 +208,21 @@ pub async fn run(
         open_executions,
         metrics: metrics.clone(),
     });
+    let metrics_for_listener = metrics.clone();
     let stack = tower::util::BoxCloneService::new(
         tower::ServiceBuilder::new()
             .layer(EdgeLayer::new(metrics))
             .service(router),
     );
-    crate::grpc_server::serve(listeners.grpc, stack, shutdown, SHUTDOWN_GRACE).await;
+    crate::grpc_server::serve(
+        listeners.grpc,
+        stack,
+        security.listener,
+        metrics_for_listener,
+        shutdown,
+        SHUTDOWN_GRACE,
+    )
+    .await;
     // Both stop on the same token; wait so the leave announcement goes out.
     let _ = membership.await;
     let _ = admin.await;
@@ -217,5 +249,92 @@ fn start_load_source(
             ));
             (receiver, None)
         }
+    }
+}
+
+/// The TLS configs and the gossip socket of one node, loaded (and their reload
+/// watchers started) before anything serves: a bad file stops the start.
+struct Security {
+    listener: Option<crate::grpc_server::ListenerTlsConfig>,
+    peer_connector: Option<TlsConnector>,
+    backend_connector: Option<TlsConnector>,
+    gossip: GossipSocket,
+    seal_stats: Option<Arc<SealStats>>,
+}
+
+impl Security {
+    fn load(
+        config: &Config,
+        socket: UdpSocket,
+        shutdown: &CancellationToken,
+    ) -> Result<Self, RunError> {
+        let tls_error = |field| move |source| RunError::Tls { field, source };
+        let (listener, peer_connector) = match (&config.tls, &config.mesh_tls) {
+            (Some(tls), Some(mesh)) => {
+                let listener = Reloading::new(ListenerTlsSource {
+                    tls: tls.clone(),
+                    mesh: mesh.clone(),
+                })
+                .map_err(tls_error("tls"))?;
+                let _ = listener.spawn_watcher(shutdown.clone());
+                let dialling = Reloading::new(mesh.clone()).map_err(tls_error("mesh_tls"))?;
+                let _ = dialling.spawn_watcher(shutdown.clone());
+                // Peers are told apart from clients by this SNI (see listener_tls).
+                let connector = match rustls_pki_types::ServerName::try_from(MESH_SERVER_NAME) {
+                    Ok(name) => dialling.connector().with_server_name(name),
+                    Err(_) => dialling.connector(),
+                };
+                (Some(listener), Some(connector))
+            }
+            // `check_security_at_start` refused one section without the other.
+            _ => (None, None),
+        };
+        let backend_connector = match &config.backend_tls {
+            Some(backend) => {
+                let reloading =
+                    Reloading::new(backend.clone()).map_err(tls_error("backend_tls"))?;
+                let _ = reloading.spawn_watcher(shutdown.clone());
+                Some(reloading.connector())
+            }
+            None => None,
+        };
+        let (gossip, seal_stats) = match &config.gossip_keyring {
+            Some(path) => {
+                let keyring = Arc::new(Keyring::load(path)?);
+                tracing::info!(primary = %keyring.primary_id(), keys = keyring.len(), "gossip is sealed");
+                let seal = GossipSeal::new(keyring.clone(), OpenerConfig::default());
+                let stats = seal.stats();
+                let updates = watch_keyring(
+                    path.clone(),
+                    keyring,
+                    KEYRING_RELOAD_INTERVAL,
+                    shutdown.clone(),
+                );
+                (GossipSocket::sealed(socket, seal, updates), Some(stats))
+            }
+            None => {
+                tracing::warn!(
+                    "GOSSIP IS NOT SEALED (insecure_plaintext_gossip): anyone who can reach \
+                     the gossip port can join this mesh, declare members dead and steer work. \
+                     Set gossip_keyring outside tests and private encrypted networks."
+                );
+                (GossipSocket::plaintext(socket), None)
+            }
+        };
+        Ok(Self {
+            listener,
+            peer_connector,
+            backend_connector,
+            gossip,
+            seal_stats,
+        })
+    }
+
+    fn collectors(&self) -> Vec<Box<dyn prometheus_client::collector::Collector>> {
+        let mut collectors: Vec<Box<dyn prometheus_client::collector::Collector>> = Vec::new();
+        if let Some(stats) = &self.seal_stats {
+            collectors.push(Box::new(stats.clone()));
+        }
+        collectors
     }
 }

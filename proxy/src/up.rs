@@ -46,6 +46,10 @@ pub struct UpArgs {
     /// The remesh-executor binary; default: next to this one.
     #[arg(long)]
     executor: Option<PathBuf>,
+    /// Gossip in plaintext instead of sealing it with a keyring generated into the
+    /// data directory (the default).
+    #[arg(long)]
+    insecure_plaintext_gossip: bool,
     /// A backing cache for node 0's executor (the cluster's shared tier 2), e.g. a
     /// BuildGrid or bazel-remote endpoint `grpc://host:port`.
     #[arg(long)]
@@ -236,6 +240,13 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
             temporary.path.clone()
         }
     };
+    let security_args = if args.insecure_plaintext_gossip {
+        vec!["--insecure-plaintext-gossip".into()]
+    } else {
+        let path = base.join("gossip.keyring");
+        write_secret(&path, &remesh_proxy::gossip_seal::Keyring::generate().export_secret_text())?;
+        vec!["--gossip-keyring".into(), path.into_os_string()]
+    };
     let (exits_tx, mut exits) = mpsc::unbounded_channel();
     let mut children = Children {
         running: HashMap::new(),
@@ -250,6 +261,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         args.nodes,
         args.policy,
         args.backing_cache.as_deref(),
+        &security_args,
     )
     .await;
     let nodes = match started {
@@ -313,6 +325,7 @@ async fn start_nodes(
     count: usize,
     policy: Policy,
     backing_cache: Option<&str>,
+    security_args: &[std::ffi::OsString],
 ) -> anyhow::Result<Vec<NodeReport>> {
     let mut nodes: Vec<NodeReport> = Vec::new();
     for index in 0..count {
@@ -357,7 +370,8 @@ async fn start_nodes(
             .args(["--backend", &format!("grpc://{}", executor_ready.grpc)])
             .args(["--backend-mode", "executor"])
             .args(["--backend-load", &format!("grpc://{}", executor_ready.load)])
-            .args(["--policy", policy_name(policy)]);
+            .args(["--policy", policy_name(policy)])
+            .args(security_args);
         if let Some(first) = nodes.first() {
             command.args(["--join", &first.gossip.to_string()]);
         }
@@ -380,6 +394,22 @@ async fn start_nodes(
         });
     }
     Ok(nodes)
+}
+
+/// Writes key material readable by this user only.
+fn write_secret(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
 }
 
 fn policy_name(policy: Policy) -> &'static str {

@@ -33,6 +33,7 @@ async fn serve_prints_its_addresses_serves_and_stops_on_sigterm() {
         // The environment works as well as a flag.
         .env("REMESH_PROXY_NODE_ID", "bin-node")
         .env("REMESH_PROXY_CAPACITY", "2")
+        .env("REMESH_PROXY_INSECURE_PLAINTEXT_GOSSIP", "true")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

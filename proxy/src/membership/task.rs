@@ -16,11 +16,11 @@ use std::time::Duration;
 
 use foca::{AccumulatingRuntime, Foca, OwnedNotification, PostcardCodec, Timer};
 use rand::rngs::StdRng;
-use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
+use super::gossip_socket::GossipSocket;
 use super::identity::MemberIdentity;
 use super::join;
 use super::load_broadcast::{BroadcastKey, HeardLoads, LoadBook, LoadBroadcast};
@@ -77,7 +77,7 @@ impl TimerQueue {
 struct MembershipTask<S> {
     foca: MeshFoca,
     runtime: AccumulatingRuntime<MemberIdentity>,
-    socket: Arc<UdpSocket>,
+    socket: GossipSocket,
     timers: TimerQueue,
     heard: HeardLoads,
     sink: Arc<S>,
@@ -98,14 +98,18 @@ struct MembershipTask<S> {
 /// Runs membership until `shutdown`, then leaves the cluster gracefully.
 pub async fn run<S: ViewSink>(
     settings: MembershipSettings,
-    socket: UdpSocket,
+    socket: GossipSocket,
     mut local_load: watch::Receiver<LoadRecord>,
     sink: Arc<S>,
     metrics: ProxyMetrics,
     shutdown: CancellationToken,
 ) {
-    let config = foca::Config::new_lan(NonZeroU32::new(10).unwrap_or(NonZeroU32::MIN));
-    let max_packet = config.max_packet_size.get();
+    let mut config = foca::Config::new_lan(NonZeroU32::new(10).unwrap_or(NonZeroU32::MIN));
+    // Sealing adds a fixed overhead: foca's packets shrink so datagrams do not grow.
+    let max_packet = socket.max_foca_packet(config.max_packet_size.get());
+    if let Some(limit) = std::num::NonZeroUsize::new(max_packet) {
+        config.max_packet_size = limit;
+    }
     let book = LoadBook::default();
     let heard = book.heard.clone();
     let foca = Foca::with_custom_broadcast(
@@ -119,7 +123,7 @@ pub async fn run<S: ViewSink>(
     let mut task = MembershipTask {
         foca,
         runtime: AccumulatingRuntime::new(),
-        socket: Arc::new(socket),
+        socket,
         timers: TimerQueue::default(),
         heard,
         sink,
@@ -158,9 +162,15 @@ pub async fn run<S: ViewSink>(
             received = task.socket.recv_from(&mut buffer) => match received {
                 Ok((len, from)) => {
                     task.count_packet("received", len);
-                    let result = task.foca.handle_data(&buffer[..len], &mut task.runtime);
-                    if let Err(error) = result {
-                        tracing::debug!(%from, %error, "gossip packet refused");
+                    match task.socket.open(&buffer[..len]) {
+                        Ok(packet) => {
+                            let result = task.foca.handle_data(&packet, &mut task.runtime);
+                            if let Err(error) = result {
+                                tracing::debug!(%from, %error, "gossip packet refused");
+                            }
+                        }
+                        // Counted by the seal's stats; a stranger's traffic is not news.
+                        Err(error) => tracing::debug!(%from, %error, "gossip datagram dropped"),
                     }
                 }
                 Err(error) => tracing::debug!(%error, "gossip receive failed"),
