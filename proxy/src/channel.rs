@@ -344,7 +344,10 @@ mod tests {
         assert_eq!(parsed.host, "backend.ns.svc");
         assert!(!parsed.tls);
         let parsed = Endpoint::parse("grpcs://cache.internal:443").unwrap();
-        assert_eq!((parsed.host.as_str(), parsed.port, parsed.tls), ("cache.internal", 443, true));
+        assert_eq!(
+            (parsed.host.as_str(), parsed.port, parsed.tls),
+            ("cache.internal", 443, true)
+        );
         for bad in [
             "grpc://host",
             "grpc://:80",

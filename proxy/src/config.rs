@@ -223,9 +223,8 @@ impl Config {
     /// Whether sections fit together is `check_security_at_start`'s job: example
     /// configs show one section at a time and must still validate.
     fn validate_security(&self) -> Result<(), ConfigError> {
-        let section = |field: &'static str, error: crate::tls::ConfigError| {
-            invalid(field, error.to_string())
-        };
+        let section =
+            |field: &'static str, error: crate::tls::ConfigError| invalid(field, error.to_string());
         if let Some(tls) = &self.tls {
             tls.validate().map_err(|e| section("tls", e))?;
         }
@@ -237,13 +236,16 @@ impl Config {
         }
         let grpcs = self.backend.starts_with("grpcs://");
         match (grpcs, &self.backend_tls) {
-            (true, None) => return Err(invalid("backend_tls", "is required by a grpcs:// backend")),
+            (true, None) => {
+                return Err(invalid("backend_tls", "is required by a grpcs:// backend"));
+            }
             (false, Some(_)) => {
                 return Err(invalid("backend_tls", "is set but backend is not grpcs://"));
             }
             _ => {}
         }
-        if self.load_endpoint().starts_with("grpcs://") && self.backend_mode == BackendMode::Executor
+        if self.load_endpoint().starts_with("grpcs://")
+            && self.backend_mode == BackendMode::Executor
         {
             return Err(invalid(
                 "backend_load",

@@ -14,21 +14,21 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, AdminState};
-use crate::gossip_seal::{GossipSeal, Keyring, KeyringError, OpenerConfig, SealStats};
-use crate::listener_tls::{ListenerTlsSource, MESH_SERVER_NAME};
-use crate::membership::GossipSocket;
-use crate::membership::gossip_socket::{KEYRING_RELOAD_INTERVAL, watch_keyring};
-use crate::tls::{BuildError, Reloading, TlsConnector};
 use crate::balance;
 use crate::channel::{ChannelSettings, Endpoint, Http2Channel};
 use crate::config::{BackendMode, Config, ConfigError};
 use crate::edge::EdgeLayer;
+use crate::gossip_seal::{GossipSeal, Keyring, KeyringError, OpenerConfig, SealStats};
+use crate::listener_tls::{ListenerTlsSource, MESH_SERVER_NAME};
 use crate::load::{LoadRecord, OpenExecutions, executor_watch};
+use crate::membership::GossipSocket;
+use crate::membership::gossip_socket::{KEYRING_RELOAD_INTERVAL, watch_keyring};
 use crate::membership::identity::generation_now;
 use crate::membership::{self, ClusterView, MemberIdentity, MembershipSettings};
 use crate::mesh::Mesh;
 use crate::metrics::ProxyMetrics;
 use crate::route::{Router, RouterConfig};
+use crate::tls::{BuildError, Reloading, TlsConnector};
 
 /// Connections to the local backend, used in turn (see `Http2Channel::with_connections`).
 const BACKEND_CONNECTIONS: usize = 4;
@@ -157,11 +157,7 @@ pub async fn run(
     ));
     let identity = MemberIdentity {
         node_id: node_id.clone(),
-        gossip_addr: advertised(
-            "gossip_advertise",
-            config.gossip_advertise,
-            gossip_bound,
-        )?,
+        gossip_addr: advertised("gossip_advertise", config.gossip_advertise, gossip_bound)?,
         grpc_addr: advertised(
             "grpc_advertise",
             config.grpc_advertise,

@@ -244,7 +244,10 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         vec!["--insecure-plaintext-gossip".into()]
     } else {
         let path = base.join("gossip.keyring");
-        write_secret(&path, &remesh_proxy::gossip_seal::Keyring::generate().export_secret_text())?;
+        write_secret(
+            &path,
+            &remesh_proxy::gossip_seal::Keyring::generate().export_secret_text(),
+        )?;
         vec!["--gossip-keyring".into(), path.into_os_string()]
     };
     let (exits_tx, mut exits) = mpsc::unbounded_channel();

@@ -5,6 +5,7 @@
 pub mod fake_backend;
 pub mod processes;
 pub mod real;
+pub mod secure;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -49,6 +50,8 @@ pub fn loopback_config(node_id: &str, backend: std::net::SocketAddr) -> Config {
         backend: format!("grpc://{backend}"),
         backend_mode: remesh_proxy::config::BackendMode::Generic,
         capacity: 4,
+        // In-process tests exercise routing; sealed gossip has its own tests.
+        insecure_plaintext_gossip: true,
         ..Config::default()
     }
 }
