@@ -272,9 +272,10 @@ impl Security {
                     mesh: mesh.clone(),
                 })
                 .map_err(tls_error("tls"))?;
-                let _ = listener.spawn_watcher(shutdown.clone());
+                // The watchers stop on `shutdown`; their handles are not needed.
+                drop(listener.spawn_watcher(shutdown.clone()));
                 let dialling = Reloading::new(mesh.clone()).map_err(tls_error("mesh_tls"))?;
-                let _ = dialling.spawn_watcher(shutdown.clone());
+                drop(dialling.spawn_watcher(shutdown.clone()));
                 // Peers are told apart from clients by this SNI (see listener_tls).
                 let connector = match rustls_pki_types::ServerName::try_from(MESH_SERVER_NAME) {
                     Ok(name) => dialling.connector().with_server_name(name),
@@ -289,7 +290,7 @@ impl Security {
             Some(backend) => {
                 let reloading =
                     Reloading::new(backend.clone()).map_err(tls_error("backend_tls"))?;
-                let _ = reloading.spawn_watcher(shutdown.clone());
+                drop(reloading.spawn_watcher(shutdown.clone()));
                 Some(reloading.connector())
             }
             None => None,
