@@ -11,6 +11,7 @@ use remesh_proxy::{Listeners, ServeArgs};
 use tokio_util::sync::CancellationToken;
 
 mod up;
+mod up_pki;
 
 #[derive(Parser)]
 #[command(name = "remesh-proxy", version, about = "The remesh cluster proxy")]

@@ -50,6 +50,14 @@ pub struct UpArgs {
     /// data directory (the default).
     #[arg(long)]
     insecure_plaintext_gossip: bool,
+    /// Serve clients over TLS and peers over mutual TLS, with a throwaway client CA
+    /// and mesh CA generated into the data directory; the Bazel flags printed
+    /// include the CA (and client certificate) to use.
+    #[arg(long)]
+    tls: bool,
+    /// With `--tls`: whether clients must present a certificate.
+    #[arg(long, value_enum, default_value = "off", requires = "tls")]
+    tls_client_auth: crate::up_pki::UpClientAuth,
     /// A backing cache for node 0's executor (the cluster's shared tier 2), e.g. a
     /// BuildGrid or bazel-remote endpoint `grpc://host:port`.
     #[arg(long)]
@@ -240,6 +248,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
             temporary.path.clone()
         }
     };
+    std::fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
     let security_args = if args.insecure_plaintext_gossip {
         vec!["--insecure-plaintext-gossip".into()]
     } else {
@@ -249,6 +258,15 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
             &remesh_proxy::gossip_seal::Keyring::generate().export_secret_text(),
         )?;
         vec!["--gossip-keyring".into(), path.into_os_string()]
+    };
+    let pki = if args.tls {
+        Some(crate::up_pki::UpPki::generate(
+            &base,
+            args.nodes,
+            args.tls_client_auth,
+        )?)
+    } else {
+        None
     };
     let (exits_tx, mut exits) = mpsc::unbounded_channel();
     let mut children = Children {
@@ -265,6 +283,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         args.policy,
         args.backing_cache.as_deref(),
         &security_args,
+        pki.as_ref(),
     )
     .await;
     let nodes = match started {
@@ -279,13 +298,17 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         return Err(error);
     }
 
-    let bazel_flags = vec![
-        format!("--remote_executor=grpc://{}", nodes[0].grpc),
+    let scheme = if pki.is_some() { "grpcs" } else { "grpc" };
+    let mut bazel_flags = vec![
+        format!("--remote_executor={scheme}://{}", nodes[0].grpc),
         "--remote_instance_name=main".to_owned(),
     ];
+    if let Some(pki) = &pki {
+        bazel_flags.extend(pki.bazel_flags.iter().cloned());
+    }
     for node in &nodes {
         eprintln!(
-            "{}: grpc://{}  admin http://{}/cluster  executor metrics http://{}/metrics  data {}",
+            "{}: {scheme}://{}  admin http://{}/cluster  executor metrics http://{}/metrics  data {}",
             node.node_id,
             node.grpc,
             node.admin,
@@ -329,6 +352,7 @@ async fn start_nodes(
     policy: Policy,
     backing_cache: Option<&str>,
     security_args: &[std::ffi::OsString],
+    pki: Option<&crate::up_pki::UpPki>,
 ) -> anyhow::Result<Vec<NodeReport>> {
     let mut nodes: Vec<NodeReport> = Vec::new();
     for index in 0..count {
@@ -375,6 +399,9 @@ async fn start_nodes(
             .args(["--backend-load", &format!("grpc://{}", executor_ready.load)])
             .args(["--policy", policy_name(policy)])
             .args(security_args);
+        if let Some(pki) = pki {
+            command.args(pki.node_flags(index));
+        }
         if let Some(first) = nodes.first() {
             command.args(["--join", &first.gossip.to_string()]);
         }
@@ -400,7 +427,7 @@ async fn start_nodes(
 }
 
 /// Writes key material readable by this user only.
-fn write_secret(path: &Path, text: &str) -> anyhow::Result<()> {
+pub(crate) fn write_secret(path: &Path, text: &str) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new()

@@ -19,8 +19,9 @@ use std::time::{Duration, Instant};
 use remesh_proto::reapi::execution_client::ExecutionClient;
 use remesh_proto::reapi::{Digest, ExecuteRequest};
 use support::fake_backend::FakeBackend;
-use support::processes::metric;
-use support::secure::{Ca, LeafFiles, ServeProcess, alive_members, keyring_file};
+use support::processes::{UpCluster, metric};
+use support::real::{BAZEL, Bazel, require};
+use support::secure::{Ca, LeafFiles, ServeProcess, alive_members, keyring_file, lock_bazel};
 use support::{eventually, wait_member_state};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
@@ -358,4 +359,63 @@ async fn sealed_mtls_mesh_forms_forwards_and_keeps_strangers_out() {
     }
     drop(held);
     drop(rogue_held);
+}
+
+/// Bazel 4.2.3 builds `hello` and `fan` through client TLS (with a client
+/// certificate) on a three-node mesh that `up --tls` starts with mutual TLS
+/// between peers and sealed gossip.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bazel_builds_over_tls_on_a_sealed_mtls_mesh() {
+    require(BAZEL, "Bazel (Debian bazel-bootstrap)");
+    let _lock = lock_bazel().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = UpCluster::start_with(
+        3,
+        "1,4,4",
+        &dir.path().join("cluster"),
+        &["--tls", "--tls-client-auth", "required"],
+    )
+    .await;
+    let flags = &cluster.ready.bazel_flags;
+    assert!(
+        flags[0].starts_with("--remote_executor=grpcs://127.0.0.1:"),
+        "{flags:?}"
+    );
+    assert!(
+        flags
+            .iter()
+            .any(|f| f.starts_with("--tls_client_certificate=")),
+        "{flags:?}"
+    );
+    let bazel = Bazel::new(dir.path());
+    let limit = Duration::from_secs(300);
+    let mut args = vec!["--config=rexec".to_owned()];
+    args.extend(flags.iter().cloned());
+    args.push("//:all".to_owned());
+
+    let hello = bazel.run("hello", "build", &args, limit).await;
+    assert!(hello.status.success(), "{}", Bazel::text(&hello));
+    let fan = bazel.run("fan", "build", &args, limit).await;
+    let text = Bazel::text(&fan);
+    assert!(fan.status.success(), "{text}");
+    assert!(text.contains("51 remote"), "{text}");
+
+    // Node 0 has one runner: part of fan went to peers, over mesh handshakes.
+    let mut mesh_handshakes = 0.0;
+    for node in &cluster.ready.nodes[1..] {
+        mesh_handshakes += metric(
+            node.admin,
+            "remesh_proxy_tls_handshakes_total{outcome=\"mesh\"}",
+        )
+        .await;
+    }
+    assert!(mesh_handshakes >= 1.0, "peers received forwards over mTLS");
+    let opened = metric(
+        cluster.node(1).admin,
+        "remesh_proxy_gossip_seal_packets_total{outcome=\"opened\"}",
+    )
+    .await;
+    assert!(opened > 0.0, "gossip was sealed");
+    drop(bazel);
+    assert!(cluster.stop().await.success());
 }

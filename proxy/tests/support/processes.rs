@@ -115,9 +115,15 @@ pub struct UpCluster {
 
 impl UpCluster {
     pub async fn start(nodes: usize, runners: &str, data_dir: &Path) -> Self {
+        Self::start_with(nodes, runners, data_dir, &[]).await
+    }
+
+    /// `start` with more `up` flags (e.g. `--tls`).
+    pub async fn start_with(nodes: usize, runners: &str, data_dir: &Path, extra: &[&str]) -> Self {
         executor_binary();
         let mut child = tokio::process::Command::new(proxy_binary())
             .args(["up", "--nodes", &nodes.to_string(), "--runners", runners])
+            .args(extra)
             .arg("--data-dir")
             .arg(data_dir)
             .stdin(Stdio::null())
