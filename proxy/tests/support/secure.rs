@@ -137,31 +137,3 @@ pub async fn alive_members(admin: SocketAddr) -> usize {
         report.members.iter().filter(|m| m.state == "alive").count()
     })
 }
-
-/// Takes the machine-wide Bazel lock (the file the `tests` crate's harness uses),
-/// polling for up to 30 minutes; held until the returned file is dropped.
-pub async fn lock_bazel() -> std::fs::File {
-    let path = std::env::temp_dir().join("remesh-bazel.lock");
-    let file = std::fs::File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .expect("opening the Bazel lock file");
-    let deadline = std::time::Instant::now() + Duration::from_secs(1800);
-    loop {
-        match file.try_lock() {
-            Ok(()) => return file,
-            Err(std::fs::TryLockError::WouldBlock) => {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "the machine-wide Bazel lock stayed taken for 30 minutes"
-                );
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(std::fs::TryLockError::Error(error)) => {
-                panic!("locking {}: {error}", path.display())
-            }
-        }
-    }
-}
