@@ -189,3 +189,95 @@ fn set<T>(slot: &mut T, value: Option<T>) {
         *slot = value;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use crate::config::{Config, ServeArgs};
+
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        let mut argv = vec!["serve", "--node-id", "n"];
+        argv.extend_from_slice(args);
+        ServeArgs::try_parse_from(argv)
+            .map_err(|e| e.to_string())?
+            .into_config()
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn flags_build_the_sections() {
+        let config = parse(&[
+            "--tls-cert-file",
+            "s.crt",
+            "--tls-key-file",
+            "s.key",
+            "--tls-client-ca-file",
+            "ca.pem",
+            "--tls-client-auth",
+            "required",
+            "--mesh-tls-ca-file",
+            "m.pem",
+            "--mesh-tls-cert-file",
+            "m.crt",
+            "--mesh-tls-key-file",
+            "m.key",
+            "--gossip-keyring",
+            "keyring",
+        ])
+        .unwrap();
+        let tls = config.tls.as_ref().unwrap();
+        assert_eq!(tls.client_auth, crate::tls::ClientAuth::Required);
+        assert_eq!(
+            config.mesh_tls.as_ref().unwrap().key_file,
+            std::path::Path::new("m.key")
+        );
+        config.check_security_at_start().unwrap();
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        for (args, field) in [
+            (&["--tls-cert-file", "s.crt"][..], "tls.key_file:"),
+            (&["--mesh-tls-ca-file", "m.pem"][..], "mesh_tls.cert_file:"),
+            (&["--backend", "grpcs://cache:443"][..], "backend_tls:"),
+            (
+                &["--gossip-keyring", "k", "--insecure-plaintext-gossip"][..],
+                "insecure_plaintext_gossip:",
+            ),
+            (
+                &[
+                    "--tls-cert-file",
+                    "a",
+                    "--tls-key-file",
+                    "b",
+                    "--tls-client-auth",
+                    "required",
+                ][..],
+                "tls:",
+            ),
+        ] {
+            let error = parse(args).unwrap_err();
+            assert!(error.starts_with(field), "{field}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_node_needs_a_keyring_or_the_explicit_opt_in() {
+        let config = parse(&[]).unwrap();
+        let error = config.check_security_at_start().unwrap_err().to_string();
+        assert!(error.starts_with("gossip_keyring:"), "{error}");
+        let config = parse(&["--insecure-plaintext-gossip"]).unwrap();
+        config.check_security_at_start().unwrap();
+        let half = parse(&[
+            "--insecure-plaintext-gossip",
+            "--tls-cert-file",
+            "a",
+            "--tls-key-file",
+            "b",
+        ])
+        .unwrap();
+        let error = half.check_security_at_start().unwrap_err().to_string();
+        assert!(error.starts_with("mesh_tls:"), "{error}");
+    }
+}
