@@ -15,6 +15,7 @@ use tonic::transport::Server;
 use crate::config::Config;
 use crate::execution::Engine;
 use crate::metrics::{self, Metrics};
+use crate::service;
 use crate::storage::{ActionCache, Cas, StorageError};
 
 /// The three sockets an executor serves on, bound by the caller.
@@ -117,18 +118,21 @@ impl Executor {
         let health_service = health_service.max_decoding_message_size(config.max_message_bytes);
 
         let stop_serving = CancellationToken::new();
-        let main_router = Server::builder()
+        let main_server = Server::builder()
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
-            .add_service(health_service.clone());
-        let main_router =
-            crate::service::add_storage_services(main_router, &config, &cas, &action_cache);
-        let main_server = crate::service::add_execution_services(main_router, &config, &engine)
+            .add_routes(service::with_execution_routes(
+                service::storage_routes(&config, &cas, &action_cache),
+                &config,
+                &engine,
+            ))
+            .add_service(health_service.clone())
             .serve_with_incoming_shutdown(
                 TcpListenerStream::new(listeners.grpc),
                 stop_serving.clone().cancelled_owned(),
             );
-        let load_router = Server::builder().add_service(health_service);
-        let load_server = crate::service::add_load_service(load_router, &config, &engine)
+        let load_server = Server::builder()
+            .add_routes(service::load_routes(&config, &engine))
+            .add_service(health_service)
             .serve_with_incoming_shutdown(
                 TcpListenerStream::new(listeners.load),
                 stop_serving.clone().cancelled_owned(),

@@ -9,6 +9,11 @@
 //! served); the operation is registered and returned at once in CACHE_CHECK; a task
 //! looks the action up in the cache (hit → done) and otherwise queues it (QUEUED); a
 //! runner runs it (EXECUTING) and completes it (COMPLETED).
+//!
+//! Identical actions in flight (same action digest) share one operation: the second
+//! Execute gets the first one's name and stream. A `skip_cache_lookup` request joins
+//! only an operation past its cache check (a queued or running one is a fresh run, as
+//! asked; one still in CACHE_CHECK might answer from the cache, so it gets its own).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -102,7 +107,17 @@ impl Engine {
             let weak = weak.clone();
             async move {
                 if let Some(inner) = weak.upgrade() {
-                    inner.run_job(job).await;
+                    let operation = job.operation.clone();
+                    // A bug in one run must neither kill this runner nor leave the
+                    // operation's watchers waiting forever.
+                    let run = std::panic::AssertUnwindSafe(inner.run_job(job));
+                    if futures::FutureExt::catch_unwind(run).await.is_err() {
+                        let error = ExecutionError::Io {
+                            context: "running the action".into(),
+                            source: std::io::Error::other("the runner panicked"),
+                        };
+                        inner.finish(&operation, error_response(&error, None), "error");
+                    }
                 }
             }
         });
@@ -210,7 +225,11 @@ impl Engine {
         }
         operation.cancel(CancelReason::Client);
         if let Some(job) = inner.queue.remove(operation.name()) {
-            inner.finish(&job.operation, cancelled_response(), "cancelled");
+            inner.finish(
+                &job.operation,
+                cancelled_response(&job.operation),
+                "cancelled",
+            );
         }
         // Otherwise the cache check or the runner sees the token and completes it.
         Ok(())
@@ -279,7 +298,7 @@ impl EngineInner {
             return;
         }
         if operation.cancel_token().is_cancelled() {
-            self.finish(&operation, cancelled_response(), "cancelled");
+            self.finish(&operation, cancelled_response(&operation), "cancelled");
             return;
         }
         operation.advance(Stage::Queued);
@@ -315,7 +334,7 @@ impl EngineInner {
             return;
         }
         if operation.cancel_token().is_cancelled() {
-            self.finish(&operation, cancelled_response(), "cancelled");
+            self.finish(&operation, cancelled_response(&operation), "cancelled");
             return;
         }
         operation.advance(Stage::Executing);
@@ -333,6 +352,12 @@ impl EngineInner {
     fn finish(&self, operation: &Arc<Operation>, response: ExecuteResponse, outcome: &str) {
         if self.registry.complete(operation, response) {
             self.metrics.execution(outcome);
+            tracing::debug!(
+                operation = operation.name(),
+                action = %operation.action_digest(),
+                outcome,
+                "operation completed"
+            );
         }
     }
 }
@@ -351,11 +376,15 @@ async fn remove_stale_work_dirs(scratch: std::path::PathBuf, own_prefix: String)
     }
 }
 
-fn cancelled_response() -> ExecuteResponse {
-    error_response(
-        &ExecutionError::Cancelled("the operation was cancelled".to_owned()),
-        None,
-    )
+/// CANCELLED for a client's cancel, UNAVAILABLE for a shutdown (clients retry that).
+fn cancelled_response(operation: &Operation) -> ExecuteResponse {
+    match operation.cancel_reason() {
+        Some(CancelReason::Shutdown) => shutdown_response(),
+        _ => error_response(
+            &ExecutionError::Cancelled("the operation was cancelled".to_owned()),
+            None,
+        ),
+    }
 }
 
 fn shutdown_response() -> ExecuteResponse {

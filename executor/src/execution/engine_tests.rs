@@ -303,3 +303,104 @@ async fn an_output_parent_turned_symlink_is_not_followed() {
         "precious"
     );
 }
+
+#[tokio::test]
+async fn output_paths_are_relative_to_the_working_directory() {
+    let h = Harness::new(1, 10).await;
+    let root = h.put_message(&Directory::default()).await;
+    let mut spec = h
+        .action(
+            "pwd > f; mkdir d; printf z > d/g; ln -s f l",
+            root,
+            &[],
+            &[],
+        )
+        .await;
+    spec.command.working_directory = "pkg/sub".into();
+    spec.command.output_paths = vec!["f".into(), "d".into(), "l".into()];
+    let response = h.run(&spec).await;
+    assert_eq!(code(&response), tonic::Code::Ok, "{response:?}");
+    let result = result(&response);
+    assert_eq!(result.output_files.len(), 1);
+    assert_eq!(result.output_files[0].path, "f");
+    let pwd = h
+        .read(result.output_files[0].digest.as_ref().unwrap())
+        .await;
+    assert!(
+        String::from_utf8_lossy(&pwd)
+            .trim_end()
+            .ends_with("/root/pkg/sub"),
+        "ran in {pwd:?}"
+    );
+    assert_eq!(result.output_directories[0].path, "d");
+    assert_eq!(result.output_symlinks[0].path, "l");
+    #[allow(deprecated)]
+    let legacy = (
+        &result.output_file_symlinks,
+        &result.output_directory_symlinks,
+    );
+    assert!(
+        legacy.0.is_empty() && legacy.1.is_empty(),
+        "v2.1 requests get output_symlinks only"
+    );
+}
+
+#[tokio::test]
+async fn inputs_are_materialised_with_symlinks_empty_dirs_and_modes() {
+    let h = Harness::new(1, 10).await;
+    let data = h.put("payload\n").await;
+    let empty = h.put_message(&Directory::default()).await;
+    let root = h
+        .put_message(&Directory {
+            files: vec![
+                file_node("data.txt", data.clone(), false),
+                file_node("empty.txt", BlobDigest::empty().to_proto(), true),
+            ],
+            directories: vec![DirectoryNode {
+                name: "nothing".into(),
+                digest: Some(empty),
+            }],
+            symlinks: vec![remesh_proto::reapi::SymlinkNode {
+                name: "link".into(),
+                target: "data.txt".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .await;
+    let script = "test -d nothing && test -L link && test -x empty.txt && test ! -x data.txt \
+        && test ! -s empty.txt && cat link";
+    let response = h.run(&h.action(script, root, &[], &[]).await).await;
+    assert_eq!(result(&response).exit_code, 0, "{response:?}");
+    assert_eq!(
+        h.read(result(&response).stdout_digest.as_ref().unwrap())
+            .await,
+        "payload\n"
+    );
+}
+
+#[tokio::test]
+async fn an_output_of_the_wrong_kind_is_failed_precondition() {
+    let h = Harness::new(1, 10).await;
+    let root = h.put_message(&Directory::default()).await;
+    let response = h
+        .run(
+            &h.action(
+                "echo why >&2; mkdir -p out/f; printf x > out/d",
+                root,
+                &["out/f"],
+                &["out/d"],
+            )
+            .await,
+        )
+        .await;
+    assert_eq!(
+        code(&response),
+        tonic::Code::FailedPrecondition,
+        "{response:?}"
+    );
+    assert!(response.message.contains("out/f"), "{}", response.message);
+    // The run's stderr is kept: it usually explains the bad output.
+    let stderr = result(&response).stderr_digest.clone().unwrap();
+    assert_eq!(h.read(&stderr).await, "why\n");
+}

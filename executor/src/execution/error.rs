@@ -11,6 +11,7 @@ use remesh_proto::error_details::{PreconditionFailure, precondition_failure::Vio
 use remesh_proto::{protobuf, rpc};
 
 use crate::digest::BlobDigest;
+use crate::execution::process::ProcessError;
 use crate::storage::StorageError;
 
 /// The type URL of a packed `google.rpc.PreconditionFailure`.
@@ -97,6 +98,19 @@ impl From<StorageError> for ExecutionError {
             // still a missing input to the client: it re-uploads and retries.
             StorageError::NotFound(digest) => Self::MissingBlobs(vec![digest]),
             other => Self::Storage(other),
+        }
+    }
+}
+
+impl From<ProcessError> for ExecutionError {
+    fn from(error: ProcessError) -> Self {
+        match error {
+            // The Command names a program that cannot run here: the client's to fix.
+            ProcessError::Spawn { .. } => Self::InvalidArgument(error.to_string()),
+            ProcessError::OutputFile { source, .. } | ProcessError::Wait(source) => Self::Io {
+                context: "running the action".to_owned(),
+                source,
+            },
         }
     }
 }

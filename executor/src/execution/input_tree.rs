@@ -22,7 +22,7 @@ pub const MAX_TREE_DEPTH: usize = 256;
 /// Most entries (files, directories, symlinks) the expanded tree may hold.
 pub const MAX_INPUT_ENTRIES: u64 = 1_000_000;
 /// Most bytes of Directory messages read for one input root.
-pub const MAX_TREE_BYTES: u64 = 256 << 20;
+pub const MAX_TREE_BYTES: u64 = 64 << 20;
 /// Blobs fetched or copied at once.
 const CONCURRENCY: usize = 16;
 

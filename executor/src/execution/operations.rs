@@ -241,15 +241,12 @@ impl OperationRegistry {
         skip_cache_lookup: bool,
         stage: Stage,
     ) -> Admission {
+        // One critical section: identical Executes racing here end up merged.
         let mut inner = self.lock();
-        self.sweep(&mut inner);
-        if let Some(existing) = inner.in_flight.get(action_digest) {
-            let state = existing.state();
-            let joinable = !state.is_done() && (!skip_cache_lookup || state.stage >= Stage::Queued);
-            if joinable {
-                return Admission::Merged(existing.clone());
-            }
+        if let Some(existing) = joinable_in(&inner, action_digest, skip_cache_lookup) {
+            return Admission::Merged(existing);
         }
+        self.sweep(&mut inner);
         let operation = Arc::new(Operation::new(action_digest.clone(), stage));
         inner
             .by_name
@@ -267,11 +264,7 @@ impl OperationRegistry {
         action_digest: &BlobDigest,
         skip_cache_lookup: bool,
     ) -> Option<Arc<Operation>> {
-        let inner = self.lock();
-        let existing = inner.in_flight.get(action_digest)?;
-        let state = existing.state();
-        let joinable = !state.is_done() && (!skip_cache_lookup || state.stage >= Stage::Queued);
-        joinable.then(|| existing.clone())
+        joinable_in(&self.lock(), action_digest, skip_cache_lookup)
     }
 
     /// Registers an operation that is done from the start (a cache hit answered
@@ -403,6 +396,17 @@ impl OperationRegistry {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+fn joinable_in(
+    inner: &Inner,
+    action_digest: &BlobDigest,
+    skip_cache_lookup: bool,
+) -> Option<Arc<Operation>> {
+    let existing = inner.in_flight.get(action_digest)?;
+    let state = existing.state();
+    let joinable = !state.is_done() && (!skip_cache_lookup || state.stage >= Stage::Queued);
+    joinable.then(|| existing.clone())
 }
 
 #[cfg(test)]

@@ -202,3 +202,27 @@ fn delete_refuses_running_and_forgets_done() {
         Err(ExecutionError::UnknownOperation(_))
     ));
 }
+
+#[test]
+fn concurrent_identical_admissions_merge() {
+    let registry = Arc::new(OperationRegistry::new(Duration::from_secs(60), 100));
+    let names: Vec<String> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let registry = registry.clone();
+                scope.spawn(move || {
+                    let operation = match registry.admit(&digest(9), false, Stage::Queued) {
+                        Admission::New(operation) | Admission::Merged(operation) => operation,
+                    };
+                    operation.name().to_owned()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| handle.join().unwrap())
+            .collect()
+    });
+    assert!(names.iter().all(|name| *name == names[0]), "{names:?}");
+    assert_eq!(registry.len(), 1);
+}

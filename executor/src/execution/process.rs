@@ -63,12 +63,17 @@ pub async fn run_process(
     spec: &ProcessSpec,
     cancel: &CancellationToken,
 ) -> Result<ProcessOutcome, ProcessError> {
+    let Some((program, args)) = spec.argv.split_first() else {
+        return Err(ProcessError::Spawn {
+            program: String::new(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "argv is empty"),
+        });
+    };
     let stdout = create_output(&spec.stdout)?;
     let stderr = create_output(&spec.stderr)?;
-    let program = program_path(&spec.argv[0], &spec.working_directory);
-    let mut command = tokio::process::Command::new(&program);
+    let mut command = tokio::process::Command::new(program_path(program, &spec.working_directory));
     command
-        .args(&spec.argv[1..])
+        .args(args)
         .env_clear()
         .envs(spec.environment.iter().map(|(name, value)| (name, value)))
         .current_dir(&spec.working_directory)
@@ -78,7 +83,7 @@ pub async fn run_process(
         .process_group(0)
         .kill_on_drop(true);
     let mut child = command.spawn().map_err(|source| ProcessError::Spawn {
-        program: spec.argv[0].clone(),
+        program: program.clone(),
         source,
     })?;
     // With process_group(0) the group id is the child's pid.
@@ -119,7 +124,10 @@ fn program_path(program: &str, working_directory: &Path) -> PathBuf {
     }
 }
 
-/// SIGKILL to the whole group; an already empty group (ESRCH) is fine.
+/// SIGKILL to the whole group; an already empty group (ESRCH) is fine. After a normal
+/// exit the leader is reaped first, so in theory its id could be reused by then; a new
+/// group with that id would need a new session leader of the same pid in that instant,
+/// which is the accepted residue of not having pidfd-based group kills.
 fn kill_group(group: Option<Pid>) {
     if let Some(group) = group
         && let Err(error) = killpg(group, Signal::SIGKILL)

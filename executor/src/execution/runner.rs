@@ -57,15 +57,9 @@ impl RunOutcome {
     }
 }
 
-/// Timestamps gathered along the run.
-struct Timeline {
-    metadata: ExecutedActionMetadata,
-}
-
-impl Timeline {
-    fn stamp(field: &mut Option<protobuf::Timestamp>) {
-        *field = Some(timestamp(SystemTime::now()));
-    }
+/// Sets a timestamp of `ExecutedActionMetadata` to now.
+fn stamp(field: &mut Option<protobuf::Timestamp>) {
+    *field = Some(timestamp(SystemTime::now()));
 }
 
 pub fn timestamp(time: SystemTime) -> protobuf::Timestamp {
@@ -114,19 +108,17 @@ impl ActionRunner {
         operation: &Operation,
         queued_at: SystemTime,
     ) -> (ExecuteResponse, RunOutcome) {
-        let mut timeline = Timeline {
-            metadata: ExecutedActionMetadata {
-                worker: self.worker.clone(),
-                queued_timestamp: Some(timestamp(queued_at)),
-                ..Default::default()
-            },
+        let mut metadata = ExecutedActionMetadata {
+            worker: self.worker.clone(),
+            queued_timestamp: Some(timestamp(queued_at)),
+            ..Default::default()
         };
-        Timeline::stamp(&mut timeline.metadata.worker_start_timestamp);
+        stamp(&mut metadata.worker_start_timestamp);
         let work = match WorkDir::create(&self.cas.scratch_dir(), &self.work_dir_prefix).await {
             Ok(work) => work,
             Err(error) => return (error_response(&error, None), RunOutcome::Error),
         };
-        let result = self.run_in(action, operation, &work, &mut timeline).await;
+        let result = self.run_in(action, operation, &work, &mut metadata).await;
         remove_work_dir(&work.base).await;
         match result {
             Ok(done) => done,
@@ -145,20 +137,27 @@ impl ActionRunner {
         action: &LoadedAction,
         operation: &Operation,
         work: &WorkDir,
-        timeline: &mut Timeline,
+        metadata: &mut ExecutedActionMetadata,
     ) -> Result<(ExecuteResponse, RunOutcome), ExecutionError> {
-        Timeline::stamp(&mut timeline.metadata.input_fetch_start_timestamp);
-        let inputs = InputTree::fetch(&self.cas, &action.input_root, &self.limits).await?;
-        inputs.materialize(&self.cas, &work.root).await?;
-        let working_directory = create_real_dirs(&work.root, &action.working_directory).await?;
-        for output in &action.outputs {
-            create_real_dirs(&work.root, &output.location.parent()).await?;
-        }
-        Timeline::stamp(&mut timeline.metadata.input_fetch_completed_timestamp);
+        stamp(&mut metadata.input_fetch_start_timestamp);
+        let prepare = async {
+            let inputs = InputTree::fetch(&self.cas, &action.input_root, &self.limits).await?;
+            inputs.materialize(&self.cas, &work.root).await?;
+            let working_directory = create_real_dirs(&work.root, &action.working_directory).await?;
+            for output in &action.outputs {
+                create_real_dirs(&work.root, &output.location.parent()).await?;
+            }
+            Ok::<_, ExecutionError>(working_directory)
+        };
+        // A large input tree can take long; a cancel should not wait for it. Copies
+        // already handed to blocking threads may finish later into the work directory;
+        // its removal retries and tolerates that.
+        let working_directory = tokio::select! {
+            prepared = prepare => prepared?,
+            () = operation.cancel_token().cancelled() => return Err(cancelled(operation)),
+        };
+        stamp(&mut metadata.input_fetch_completed_timestamp);
 
-        if operation.cancel_token().is_cancelled() {
-            return Err(cancelled(operation));
-        }
         let spec = ProcessSpec {
             argv: action.command.arguments.clone(),
             environment: action.environment.clone(),
@@ -167,13 +166,11 @@ impl ActionRunner {
             stderr: work.stderr.clone(),
             timeout: action.timeout,
         };
-        Timeline::stamp(&mut timeline.metadata.execution_start_timestamp);
-        let outcome = run_process(&spec, operation.cancel_token())
-            .await
-            .map_err(|error| ExecutionError::InvalidArgument(error.to_string()))?;
-        Timeline::stamp(&mut timeline.metadata.execution_completed_timestamp);
+        stamp(&mut metadata.execution_start_timestamp);
+        let outcome = run_process(&spec, operation.cancel_token()).await?;
+        stamp(&mut metadata.execution_completed_timestamp);
 
-        Timeline::stamp(&mut timeline.metadata.output_upload_start_timestamp);
+        stamp(&mut metadata.output_upload_start_timestamp);
         let mut result = ActionResult {
             stdout_digest: Some(self.cas.ingest_file(&work.stdout).await?.to_proto()),
             stderr_digest: Some(self.cas.ingest_file(&work.stderr).await?.to_proto()),
@@ -186,9 +183,9 @@ impl ActionRunner {
                 // Bazel reports a test TIMEOUT from this status, and shows the partial
                 // stdout/stderr kept in the result.
                 result.exit_code = 128 + nix::sys::signal::Signal::SIGKILL as i32;
-                Timeline::stamp(&mut timeline.metadata.output_upload_completed_timestamp);
-                Timeline::stamp(&mut timeline.metadata.worker_completed_timestamp);
-                result.execution_metadata = Some(timeline.metadata.clone());
+                stamp(&mut metadata.output_upload_completed_timestamp);
+                stamp(&mut metadata.worker_completed_timestamp);
+                result.execution_metadata = Some(metadata.clone());
                 let status = rpc::Status {
                     code: tonic::Code::DeadlineExceeded as i32,
                     message: format!("action timed out after {:?}", action.timeout),
@@ -197,9 +194,16 @@ impl ActionRunner {
                 return Ok((respond(result, Some(status)), RunOutcome::Timeout));
             }
         };
-        let outputs =
-            collect_outputs(&self.cas, &work.root, &work.staging, &action.outputs).await?;
         result.exit_code = exit_code;
+        let outputs =
+            match collect_outputs(&self.cas, &work.root, &work.staging, &action.outputs).await {
+                Ok(outputs) => outputs,
+                // Keep exit code, stdout and stderr: they usually explain the bad output.
+                Err(error) => {
+                    result.execution_metadata = Some(metadata.clone());
+                    return Ok((error_response(&error, Some(result)), RunOutcome::Error));
+                }
+            };
         result.output_files = outputs.files;
         result.output_directories = outputs.directories;
         result.output_symlinks = outputs.symlinks;
@@ -208,9 +212,9 @@ impl ActionRunner {
             result.output_file_symlinks = outputs.file_symlinks;
             result.output_directory_symlinks = outputs.directory_symlinks;
         }
-        Timeline::stamp(&mut timeline.metadata.output_upload_completed_timestamp);
-        Timeline::stamp(&mut timeline.metadata.worker_completed_timestamp);
-        result.execution_metadata = Some(timeline.metadata.clone());
+        stamp(&mut metadata.output_upload_completed_timestamp);
+        stamp(&mut metadata.worker_completed_timestamp);
+        result.execution_metadata = Some(metadata.clone());
 
         if exit_code != 0 {
             return Ok((respond(result, None), RunOutcome::NonzeroExit));

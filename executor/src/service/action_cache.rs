@@ -78,3 +78,115 @@ fn validate_result(result: &ActionResult) -> Result<(), Status> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use remesh_proto::reapi::{Digest, OutputFile};
+    use tonic::Code;
+
+    use super::*;
+    use crate::digest::BlobDigest;
+    use crate::service::test_support::TestStorage;
+
+    fn get(action: &BlobDigest) -> Request<GetActionResultRequest> {
+        Request::new(GetActionResultRequest {
+            instance_name: "main".into(),
+            action_digest: Some(action.to_proto()),
+            ..Default::default()
+        })
+    }
+
+    fn update(action: &BlobDigest, result: ActionResult) -> Request<UpdateActionResultRequest> {
+        Request::new(UpdateActionResultRequest {
+            instance_name: "main".into(),
+            action_digest: Some(action.to_proto()),
+            action_result: Some(result),
+            ..Default::default()
+        })
+    }
+
+    #[tokio::test]
+    async fn update_then_get_and_not_found_without_blobs() {
+        let storage = TestStorage::open().await;
+        let service = ActionCacheService::new(storage.action_cache.clone());
+        let action = BlobDigest::of_bytes(b"action");
+        assert_eq!(
+            service
+                .get_action_result(get(&action))
+                .await
+                .unwrap_err()
+                .code(),
+            Code::NotFound
+        );
+
+        let output = BlobDigest::of_bytes(b"output");
+        let result = ActionResult {
+            output_files: vec![OutputFile {
+                path: "bin/tool".into(),
+                digest: Some(output.to_proto()),
+                is_executable: true,
+                ..Default::default()
+            }],
+            exit_code: 0,
+            ..Default::default()
+        };
+        service
+            .update_action_result(update(&action, result.clone()))
+            .await
+            .unwrap();
+        let error = service.get_action_result(get(&action)).await.unwrap_err();
+        assert_eq!(
+            error.code(),
+            Code::NotFound,
+            "the output blob is not stored"
+        );
+        storage
+            .cas
+            .write_bytes(&output, Bytes::from_static(b"output"))
+            .await
+            .unwrap();
+        let served = service
+            .get_action_result(get(&action))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(served, result);
+    }
+
+    #[tokio::test]
+    async fn malformed_digests_are_refused() {
+        let storage = TestStorage::open().await;
+        let service = ActionCacheService::new(storage.action_cache.clone());
+        let action = BlobDigest::of_bytes(b"action");
+        let result = ActionResult {
+            stdout_digest: Some(Digest {
+                hash: "../../etc/passwd".into(),
+                size_bytes: 3,
+            }),
+            ..Default::default()
+        };
+        let error = service
+            .update_action_result(update(&action, result))
+            .await
+            .unwrap_err();
+        assert_eq!(error.code(), Code::InvalidArgument);
+        assert!(
+            error.message().contains("stdout_digest"),
+            "{}",
+            error.message()
+        );
+        let mut request = get(&action);
+        request.get_mut().action_digest = None;
+        assert_eq!(
+            service.get_action_result(request).await.unwrap_err().code(),
+            Code::InvalidArgument
+        );
+        let mut request = get(&action);
+        request.get_mut().digest_function = 2; // SHA-1
+        assert_eq!(
+            service.get_action_result(request).await.unwrap_err().code(),
+            Code::InvalidArgument
+        );
+    }
+}

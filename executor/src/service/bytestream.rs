@@ -100,3 +100,6 @@ impl ByteStream for ByteStreamService {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -26,6 +26,10 @@ use crate::storage::Cas;
 /// round trips without one call monopolising the runtime.
 const BATCH_CONCURRENCY: usize = 8;
 
+/// Upper bound of the bytes a BatchReadBlobs response entry adds to its data (digest,
+/// status, compressor, field framing).
+const RESPONSE_ENTRY_OVERHEAD: u64 = 128;
+
 #[derive(Clone)]
 pub struct CasService {
     cas: Cas,
@@ -144,6 +148,16 @@ impl ContentAddressableStorage for CasService {
                 self.max_batch_bytes
             )));
         }
+        // Each entry repeats its digest and adds a status: many tiny blobs could
+        // otherwise make a response larger than any client accepts.
+        let framed = total + (digests.len() as u64) * RESPONSE_ENTRY_OVERHEAD;
+        if framed > self.max_message_bytes as u64 {
+            return Err(Status::invalid_argument(format!(
+                "a response for {} blobs would exceed the {}-byte message limit;                  split the batch",
+                digests.len(),
+                self.max_message_bytes
+            )));
+        }
         let responses = futures::stream::iter(digests)
             .map(|digest| async move {
                 let (data, status) = match self.cas.read_bytes(&digest).await {
@@ -212,3 +226,6 @@ impl ContentAddressableStorage for CasService {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests;

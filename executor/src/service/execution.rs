@@ -11,9 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::Stream;
+use prost::Message;
 use remesh_proto::longrunning::Operation as OperationProto;
 use remesh_proto::reapi::execution_server::Execution;
-use remesh_proto::reapi::{ExecuteRequest, WaitExecutionRequest};
+use remesh_proto::reapi::{ExecuteRequest, RequestMetadata, WaitExecutionRequest};
 use tonic::{Request, Response, Status};
 
 use crate::execution::Engine;
@@ -40,9 +41,17 @@ impl Execution for ExecutionService {
         &self,
         request: Request<ExecuteRequest>,
     ) -> Result<Response<Self::ExecuteStream>, Status> {
+        let client = ClientIds::from_metadata(request.metadata());
         let request = request.into_inner();
         super::check_digest_function(request.digest_function)?;
         let operation = self.engine.execute(&request).await?;
+        tracing::debug!(
+            operation = operation.name(),
+            action = %operation.action_digest(),
+            invocation = client.tool_invocation_id,
+            action_id = client.action_id,
+            "execute accepted"
+        );
         Ok(Response::new(follow(
             operation,
             self.engine.keepalive_interval(),
@@ -58,6 +67,33 @@ impl Execution for ExecutionService {
             operation,
             self.engine.keepalive_interval(),
         )))
+    }
+}
+
+/// What Bazel says about itself in the `requestmetadata-bin` header; only logged, so
+/// operations can be matched to the build and action that asked for them.
+#[derive(Default)]
+struct ClientIds {
+    tool_invocation_id: String,
+    action_id: String,
+}
+
+impl ClientIds {
+    const HEADER: &str = "build.bazel.remote.execution.v2.requestmetadata-bin";
+
+    fn from_metadata(metadata: &tonic::metadata::MetadataMap) -> Self {
+        let decoded = metadata
+            .get_bin(Self::HEADER)
+            .and_then(|value| value.to_bytes().ok())
+            .and_then(|bytes| RequestMetadata::decode(bytes).ok());
+        match decoded {
+            // Client-chosen strings: keep them short in logs.
+            Some(ids) => Self {
+                tool_invocation_id: ids.tool_invocation_id.chars().take(64).collect(),
+                action_id: ids.action_id.chars().take(64).collect(),
+            },
+            None => Self::default(),
+        }
     }
 }
 
@@ -95,7 +131,6 @@ mod tests {
     use crate::digest::BlobDigest;
     use crate::execution::operations::{Admission, OperationRegistry, Stage};
     use futures::StreamExt;
-    use prost::Message;
     use remesh_proto::reapi::{ExecuteOperationMetadata, ExecuteResponse, execution_stage};
 
     fn stage_of(operation: &OperationProto) -> i32 {
@@ -138,6 +173,30 @@ mod tests {
         assert!(done.done);
         assert_eq!(stage_of(&done), execution_stage::Value::Completed as i32);
         assert!(stream.next().await.is_none(), "the stream ends after done");
+    }
+
+    #[test]
+    fn bazel_request_metadata_is_read_and_bounded() {
+        let ids = RequestMetadata {
+            tool_invocation_id: "build-1".into(),
+            action_id: "a".repeat(500),
+            ..Default::default()
+        };
+        let mut metadata = tonic::metadata::MetadataMap::new();
+        metadata.insert_bin(
+            ClientIds::HEADER,
+            tonic::metadata::MetadataValue::from_bytes(&ids.encode_to_vec()),
+        );
+        let client = ClientIds::from_metadata(&metadata);
+        assert_eq!(client.tool_invocation_id, "build-1");
+        assert_eq!(client.action_id.len(), 64);
+
+        let mut garbage = tonic::metadata::MetadataMap::new();
+        garbage.insert_bin(
+            ClientIds::HEADER,
+            tonic::metadata::MetadataValue::from_bytes(&[0xff, 0xff, 0xff]),
+        );
+        assert!(ClientIds::from_metadata(&garbage).action_id.is_empty());
     }
 }
 

@@ -196,9 +196,9 @@ async fn execute_streams_stages_and_operations_answer_afterwards() {
         (0, 0, 2, 5)
     );
 
-    let action = server.upload_action("sleep 0.5; echo hi").await;
+    let action = server.upload_action("sleep 1; echo hi").await;
     let stream = server.execute(&action).await;
-    // The action runs for 0.5 s: the load stream must show it.
+    // The action runs for 1 s: the load stream must show it.
     loop {
         let report = next_report(&mut load).await;
         if report.executing == 1 {
@@ -219,7 +219,7 @@ async fn execute_streams_stages_and_operations_answer_afterwards() {
     let done = response(last);
     assert_eq!(done.status.map_or(0, |status| status.code), 0);
     assert_eq!(done.result.unwrap().exit_code, 0);
-    // 0.5 s of work with a 200 ms keep-alive: more than the three stage changes.
+    // 1 s of work with a 200 ms keep-alive: keep-alives besides the stage changes.
     assert!(updates.len() >= 4, "{} updates", updates.len());
 
     let waited = drain_stream(

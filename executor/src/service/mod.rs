@@ -8,10 +8,12 @@ mod cas;
 mod execution;
 mod load;
 mod operations;
+#[cfg(test)]
+pub(crate) mod test_support;
 
 use remesh_proto::reapi::digest_function;
 use tonic::Status;
-use tonic::transport::server::Router;
+use tonic::service::Routes;
 
 pub use action_cache::ActionCacheService;
 pub use bytestream::ByteStreamService;
@@ -26,21 +28,17 @@ use crate::digest::{BlobDigest, DigestError};
 use crate::execution::Engine;
 use crate::storage::{ActionCache, Cas};
 
-/// Adds Capabilities, ContentAddressableStorage, ByteStream and ActionCache to `router`,
+/// Capabilities, ContentAddressableStorage, ByteStream and ActionCache as gRPC routes,
 /// each limited to `config.max_message_bytes` per message both ways.
-pub fn add_storage_services(
-    router: Router,
-    config: &Config,
-    cas: &Cas,
-    action_cache: &ActionCache,
-) -> Router {
+pub fn storage_routes(config: &Config, cas: &Cas, action_cache: &ActionCache) -> Routes {
     use remesh_proto::bytestream::byte_stream_server::ByteStreamServer;
     use remesh_proto::reapi::action_cache_server::ActionCacheServer;
     use remesh_proto::reapi::capabilities_server::CapabilitiesServer;
     use remesh_proto::reapi::content_addressable_storage_server::ContentAddressableStorageServer;
 
     let limit = config.max_message_bytes;
-    router
+    let mut routes = Routes::builder();
+    routes
         .add_service(
             CapabilitiesServer::new(CapabilitiesService::new(config))
                 .max_decoding_message_size(limit)
@@ -60,17 +58,18 @@ pub fn add_storage_services(
             ActionCacheServer::new(ActionCacheService::new(action_cache.clone()))
                 .max_decoding_message_size(limit)
                 .max_encoding_message_size(limit),
-        )
+        );
+    routes.routes()
 }
 
-/// Adds Execution and google.longrunning.Operations to `router`, each limited to
+/// `routes` plus Execution and google.longrunning.Operations, each limited to
 /// `config.max_message_bytes` per message both ways.
-pub fn add_execution_services(router: Router, config: &Config, engine: &Engine) -> Router {
+pub fn with_execution_routes(routes: Routes, config: &Config, engine: &Engine) -> Routes {
     use remesh_proto::longrunning::operations_server::OperationsServer;
     use remesh_proto::reapi::execution_server::ExecutionServer;
 
     let limit = config.max_message_bytes;
-    router
+    routes
         .add_service(
             ExecutionServer::new(ExecutionService::new(engine.clone()))
                 .max_decoding_message_size(limit)
@@ -83,11 +82,11 @@ pub fn add_execution_services(router: Router, config: &Config, engine: &Engine) 
         )
 }
 
-/// Adds `remesh.load.v1.Load` to `router`.
-pub fn add_load_service(router: Router, config: &Config, engine: &Engine) -> Router {
+/// `remesh.load.v1.Load` as gRPC routes (for the load port).
+pub fn load_routes(config: &Config, engine: &Engine) -> Routes {
     use remesh_proto::load::load_server::LoadServer;
 
-    router.add_service(
+    Routes::new(
         LoadServer::new(LoadService::new(engine.clone()))
             .max_decoding_message_size(config.max_message_bytes),
     )

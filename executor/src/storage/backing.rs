@@ -334,3 +334,29 @@ pub async fn read_full(file: &mut tokio::fs::File, buffer: &mut [u8]) -> std::io
     }
     Ok(filled)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn accepts_grpc_and_grpcs_urls_only() {
+        let plain = BackingCache::connect("grpc://127.0.0.1:8980", "main", 1 << 20).unwrap();
+        assert_eq!(plain.prefix, "main/");
+        let tls = BackingCache::connect("grpcs://cache.internal:443/", "", 1 << 20).unwrap();
+        assert_eq!(tls.prefix, "");
+        for bad in [
+            "http://127.0.0.1:1",
+            "grpc://",
+            "grpc://bad host:1",
+            "127.0.0.1:80",
+        ] {
+            let error = BackingCache::connect(bad, "main", 1 << 20).err();
+            assert_eq!(
+                error.map(|status| status.code()),
+                Some(Code::InvalidArgument),
+                "{bad}"
+            );
+        }
+    }
+}

@@ -3,9 +3,10 @@
 //! Owns the `cas/` and the `blob-*` temporary files of `tmp/`, and the LRU index of what
 //! `cas/` holds. A blob becomes visible only by an atomic rename of a complete,
 //! verified temporary file, so readers never see a partial blob. The index lock is only
-//! ever held for in-memory bookkeeping, never across I/O: evicted files are deleted after
-//! it is released, and a reader that finds a file gone (evicted under it) drops the
-//! stale entry and reports a miss instead of failing.
+//! ever held for in-memory bookkeeping, never across I/O. What must not interleave for
+//! one hash (a rename into place against the deletion of an evicted file of that hash)
+//! is ordered by a striped lock keyed by the hash, so unrelated blobs never wait for
+//! each other. Readers hold open files, so an eviction never cuts a read short.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -26,11 +27,16 @@ const TEMP_PREFIX: &str = "blob-";
 /// must not silently change a blob under its name.
 const BLOB_MODE: u32 = 0o444;
 
+/// Stripes of the per-hash lock: enough that two hashes rarely share one.
+const HASH_STRIPES: usize = 64;
+
 pub struct DiskStore {
     cas_dir: PathBuf,
     tmp_dir: PathBuf,
     max_bytes: u64,
     index: Mutex<LruIndex>,
+    /// Orders renames into place and deletions of one hash (see the module doc).
+    hash_locks: Vec<tokio::sync::Mutex<()>>,
     metrics: Metrics,
 }
 
@@ -50,6 +56,9 @@ impl DiskStore {
             tmp_dir: data_dir.join("tmp"),
             max_bytes,
             index: Mutex::new(LruIndex::default()),
+            hash_locks: (0..HASH_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
             metrics,
         };
         let (cas_dir, tmp_dir) = (store.cas_dir.clone(), store.tmp_dir.clone());
@@ -70,11 +79,11 @@ impl DiskStore {
             let _ = temp.path.keep();
         }
         store.evict("").await;
-        tracing::info!(
-            blobs = found.len(),
-            bytes = store.lock().total_bytes(),
-            "local CAS indexed"
-        );
+        let (blobs, bytes) = {
+            let index = store.lock();
+            (index.len(), index.total_bytes())
+        };
+        tracing::info!(found = found.len(), blobs, bytes, "local CAS indexed");
         Ok(store)
     }
 
@@ -106,21 +115,29 @@ impl DiskStore {
         match tokio::fs::File::open(self.blob_path(digest.hash())).await {
             Ok(file) => Ok(Some(file)),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                self.forget(digest);
+                self.forget(digest).await;
                 Ok(None)
             }
             Err(error) => Err(error),
         }
     }
 
-    /// Drops a blob from the index whose file turned out to be gone (evicted by a
-    /// concurrent writer's eviction between our lookup and our open).
-    pub fn forget(&self, digest: &BlobDigest) {
+    /// Drops a blob from the index whose file turned out to be gone (deleted behind the
+    /// executor's back), unless a writer has put it back in the meantime.
+    async fn forget(&self, digest: &BlobDigest) {
         if digest.is_empty_blob() {
+            return;
+        }
+        let _hash_guard = self.hash_lock(digest.hash()).lock().await;
+        if tokio::fs::try_exists(self.blob_path(digest.hash()))
+            .await
+            .unwrap_or(false)
+        {
             return;
         }
         let mut index = self.lock();
         if index.contains(digest.hash(), digest.size()) {
+            tracing::warn!(%digest, "indexed blob file vanished");
             index.remove(digest.hash());
         }
         self.publish(&index);
@@ -159,8 +176,9 @@ impl DiskStore {
             // Always present; the source is simply not needed.
             return Ok(());
         }
-        self.place(source, &self.blob_path(digest.hash())).await?;
         {
+            let _hash_guard = self.hash_lock(digest.hash()).lock().await;
+            self.place(source, &self.blob_path(digest.hash())).await?;
             let mut index = self.lock();
             index.insert(digest.hash(), digest.size());
             self.publish(&index);
@@ -193,12 +211,23 @@ impl DiskStore {
         };
         for (hash, _) in victims {
             self.metrics.cas_evictions_total.inc();
+            let _hash_guard = self.hash_lock(&hash).lock().await;
+            // Written again since it was chosen: the file on disk is the new one.
+            if self.lock().contains_hash(&hash) {
+                continue;
+            }
             if let Err(error) = tokio::fs::remove_file(self.blob_path(&hash)).await
                 && error.kind() != std::io::ErrorKind::NotFound
             {
                 tracing::warn!(%hash, %error, "could not delete an evicted blob");
             }
         }
+    }
+
+    fn hash_lock(&self, hash: &str) -> &tokio::sync::Mutex<()> {
+        // Hashes are uniformly distributed hex: the first two characters pick a stripe.
+        let stripe = usize::from_str_radix(&hash[..2], 16).unwrap_or(0) % HASH_STRIPES;
+        &self.hash_locks[stripe]
     }
 
     fn publish(&self, index: &LruIndex) {

@@ -38,6 +38,11 @@ impl LruIndex {
             .is_some_and(|entry| entry.size == size)
     }
 
+    /// Whether `hash` is indexed with any size.
+    pub fn contains_hash(&self, hash: &str) -> bool {
+        self.entries.contains_key(hash)
+    }
+
     /// Marks `hash` as just used; false when it is not indexed with `size` bytes.
     pub fn touch(&mut self, hash: &str, size: u64) -> bool {
         let tick = self.bump();

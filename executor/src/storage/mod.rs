@@ -7,10 +7,13 @@
 //!
 //! Invariants: every blob in the local CAS hashes to its name (digests are verified
 //! before a blob becomes visible, writes are atomic: temp file + rename), and every path
-//! this module touches lies inside `data_dir`.
+//! this module touches lies inside `data_dir`, except the two the execution engine hands
+//! in: the destination of `materialize` and the output given to `ingest_file`.
 
 mod action_cache;
 mod backing;
+#[cfg(test)]
+mod backing_tests;
 mod disk;
 mod lru;
 mod single_flight;
@@ -60,6 +63,9 @@ impl From<StorageError> for tonic::Status {
                 tonic::Status::invalid_argument(error.to_string())
             }
             StorageError::NotFound(_) => tonic::Status::not_found(error.to_string()),
+            StorageError::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => {
+                tonic::Status::resource_exhausted(error.to_string())
+            }
             StorageError::Io(_) => tonic::Status::internal(error.to_string()),
             StorageError::Backing(status) => {
                 tonic::Status::unavailable(format!("backing cache: {}", status.message()))

@@ -283,3 +283,64 @@ async fn action_results_are_served_only_while_their_blobs_exist() {
         .unwrap();
     assert_eq!(ac.get(&action).await.unwrap(), Some(result));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn index_and_disk_agree_after_concurrent_writes_reads_and_evictions() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cas, metrics) = open(dir.path(), 8000).await;
+    let blobs: Vec<_> = (0..30).map(|i| blob(i, 1000)).collect();
+    let mut workers = Vec::new();
+    for worker in 0..4usize {
+        let (cas, blobs) = (cas.clone(), blobs.clone());
+        workers.push(tokio::spawn(async move {
+            for step in 0..150usize {
+                let (digest, data) = &blobs[(step * 7 + worker * 13) % blobs.len()];
+                if step % 3 == 0 {
+                    if let Some(read) = cas.read_bytes(digest).await.unwrap() {
+                        assert_eq!(&read, data, "a read returned other content");
+                    }
+                } else {
+                    cas.write_bytes(digest, data.clone()).await.unwrap();
+                }
+            }
+        }));
+    }
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    let on_disk: Vec<String> = walk_cas(dir.path());
+    let all: Vec<BlobDigest> = blobs.iter().map(|(digest, _)| digest.clone()).collect();
+    let missing = cas.find_missing(&all).await.unwrap();
+    let present: Vec<&BlobDigest> = all.iter().filter(|d| !missing.contains(d)).collect();
+    assert_eq!(present.len() as i64, metrics.cas_blobs.get());
+    assert!(
+        metrics.cas_bytes.get() <= 8000,
+        "{} bytes kept",
+        metrics.cas_bytes.get()
+    );
+    let mut indexed: Vec<String> = present.iter().map(|d| d.hash().to_owned()).collect();
+    indexed.sort();
+    assert_eq!(
+        indexed, on_disk,
+        "every indexed blob has a file and no file is unindexed"
+    );
+    for digest in present {
+        let data = cas.read_bytes(digest).await.unwrap().unwrap();
+        assert_eq!(&BlobDigest::of_bytes(&data), digest);
+    }
+}
+
+/// Hashes of the blob files under `cas/`, sorted, without the always-present empty blob.
+fn walk_cas(dir: &Path) -> Vec<String> {
+    let mut hashes = Vec::new();
+    for fan_out in std::fs::read_dir(dir.join("cas")).unwrap() {
+        for entry in std::fs::read_dir(fan_out.unwrap().path()).unwrap() {
+            let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+            if name != crate::digest::EMPTY_SHA256 {
+                hashes.push(name);
+            }
+        }
+    }
+    hashes.sort();
+    hashes
+}
