@@ -12,6 +12,8 @@ fn spec(dir: &Path, script: &str, timeout: Duration) -> ProcessSpec {
         stdout: dir.join("stdout"),
         stderr: dir.join("stderr"),
         timeout,
+        max_output_bytes: 1 << 20,
+        sandbox: None,
     }
 }
 
@@ -186,4 +188,38 @@ async fn stragglers_are_killed_when_the_leader_exits() {
     assert_eq!(outcome, ProcessOutcome::Exited(0));
     let straggler: i32 = read(&pid_file).trim().parse().unwrap();
     wait_dead(straggler).await;
+}
+
+#[tokio::test]
+async fn printing_past_the_output_bound_kills_and_keeps_exactly_the_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    // Endless output on both streams: only the bound can end it before the timeout.
+    let mut spec = spec(
+        dir.path(),
+        "yes out & yes err >&2; wait",
+        Duration::from_secs(120),
+    );
+    spec.max_output_bytes = 100_000;
+    let started = Instant::now();
+    let outcome = run_process(&spec, &CancellationToken::new()).await.unwrap();
+    assert_eq!(outcome, ProcessOutcome::OutputLimitExceeded);
+    assert!(started.elapsed() < Duration::from_secs(60));
+    let total = std::fs::metadata(&spec.stdout).unwrap().len()
+        + std::fs::metadata(&spec.stderr).unwrap().len();
+    assert_eq!(total, 100_000, "the files hold exactly the bound");
+}
+
+#[tokio::test]
+async fn output_up_to_the_bound_is_a_normal_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = spec(
+        dir.path(),
+        "printf 12345; printf 678 >&2",
+        Duration::from_secs(30),
+    );
+    spec.max_output_bytes = 8;
+    let outcome = run_process(&spec, &CancellationToken::new()).await.unwrap();
+    assert_eq!(outcome, ProcessOutcome::Exited(0));
+    assert_eq!(read(&spec.stdout), "12345");
+    assert_eq!(read(&spec.stderr), "678");
 }
