@@ -377,3 +377,7 @@ pub fn worker_name() -> String {
         .filter(|name| !name.is_empty())
         .unwrap_or_else(|| "remesh-executor".to_owned())
 }
+
+#[cfg(test)]
+#[path = "runner_limit_tests.rs"]
+mod limit_tests;
