@@ -70,7 +70,7 @@ pub enum RunError {
     },
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
-    #[error("{0}")]
+    #[error(transparent)]
     Sandbox(#[from] SandboxError),
 }
 
