@@ -93,6 +93,9 @@ fn bazel_moves_a_50_mib_output_through_the_sandbox() -> anyhow::Result<()> {
     assert_eq!(sum, format!("{expected_hash}\n{BIG_BYTES}\n"));
     let big = workspace.read_output("big.bin")?;
     assert_eq!(big.len(), BIG_BYTES);
-    assert!(big == expected, "big.bin downloaded from the executor differs");
+    assert!(
+        big == expected,
+        "big.bin downloaded from the executor differs"
+    );
     Ok(())
 }

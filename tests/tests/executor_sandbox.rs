@@ -78,9 +78,16 @@ async fn a_sandboxed_action_cannot_reach_a_loopback_listener_an_unsandboxed_one_
 
     let plain = ExecutorProcess::spawn()?;
     let ran = bash(&plain, &script).await?;
-    assert_eq!(ran.exit_code, 0, "unsandboxed connect failed: {}", ran.stderr);
+    assert_eq!(
+        ran.exit_code, 0,
+        "unsandboxed connect failed: {}",
+        ran.stderr
+    );
     // The handshake completed before the action exited, so the kernel queued it.
-    assert!(listener.accept().is_ok(), "the unsandboxed action connected");
+    assert!(
+        listener.accept().is_ok(),
+        "the unsandboxed action connected"
+    );
 
     let sandboxed = sandboxed_executor()?;
     let ran = bash(&sandboxed, &script).await?;
@@ -106,7 +113,11 @@ async fn a_sandboxed_action_cannot_see_the_data_directory() -> anyhow::Result<()
     let plain = ExecutorProcess::spawn()?;
     let script = format!("ls {}", plain.data_dir().display());
     let ran = bash(&plain, &script).await?;
-    assert_eq!(ran.exit_code, 0, "unsandboxed, it is visible: {}", ran.stderr);
+    assert_eq!(
+        ran.exit_code, 0,
+        "unsandboxed, it is visible: {}",
+        ran.stderr
+    );
     Ok(())
 }
 
@@ -137,8 +148,25 @@ async fn a_sandboxed_action_cannot_write_outside_its_work_directory() -> anyhow:
         let script = format!("touch {} && echo written", target.display());
         let ran = bash(&sandboxed, &script).await?;
         assert_ne!(ran.exit_code, 0, "touch {} succeeded", target.display());
-        assert!(!target.exists(), "{} appeared on the host", target.display());
+        assert!(
+            !target.exists(),
+            "{} appeared on the host",
+            target.display()
+        );
     }
+    // Not even as root: the sandbox leaves no capability to remount or make devices.
+    let script = format!(
+        "mount -o remount,rw /usr; mknod /dev/remesh-disk b 8 0; touch {}",
+        usr_file.display()
+    );
+    let ran = bash(&sandboxed, &script).await?;
+    assert_ne!(ran.exit_code, 0, "remounting /usr writable worked");
+    assert!(ran.stderr.contains("mknod"), "{}", ran.stderr);
+    assert!(
+        !usr_file.exists(),
+        "{} appeared on the host",
+        usr_file.display()
+    );
     // Inside its work directory the action writes freely.
     let ran = bash(&sandboxed, "touch here && ls here").await?;
     assert_eq!(ran.exit_code, 0, "{}", ran.stderr);

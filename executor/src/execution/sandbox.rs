@@ -5,8 +5,9 @@
 //! it is the work directory, and the declared outputs live inside it), the host's
 //! system directories read-only (`/usr`, the `/bin` and `/lib*` links or directories,
 //! a few files of `/etc`), a fresh `/tmp`, `/dev` and `/proc`, and nothing else: no
-//! network, its own PID, IPC and UTS namespaces, a new session (no terminal to inject
-//! keystrokes into), exactly the Command's environment. The data directory, and with
+//! network, no capabilities (even when the executor runs as root), its own PID, IPC
+//! and UTS namespaces, a new session (no terminal to inject keystrokes into), exactly
+//! the Command's environment. The data directory, and with
 //! it the CAS and every other action's work directory, is not mounted.
 //!
 //! Mounting the input root at a fixed path rather than its host path keeps the host
@@ -110,6 +111,10 @@ impl Sandbox {
             args.extend(items.iter().map(|item| item.as_ref().to_os_string()));
         };
         push(&[
+            // Run as root, bwrap would otherwise leave the action every capability:
+            // enough to remount the read-only binds writable or create device nodes.
+            &"--cap-drop",
+            &"ALL",
             &"--unshare-net",
             &"--unshare-pid",
             &"--unshare-ipc",

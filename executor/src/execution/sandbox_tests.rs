@@ -73,6 +73,7 @@ fn argv_isolates_and_mounts_only_the_input_root_read_write() {
             "{flag} missing: {args:?}"
         );
     }
+    assert!(has(&args, &["--cap-drop", "ALL"]));
     assert!(has(&args, &["--hostname", SANDBOX_HOSTNAME]));
     assert!(has(&args, &["--ro-bind", "/usr", "/usr"]));
     assert!(has(&args, &["--symlink", "usr/bin", "/bin"]));
