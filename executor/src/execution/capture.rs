@@ -4,6 +4,9 @@
 //! budget (`max_output_bytes`), so neither file can outgrow it however much the action
 //! prints. Crossing the budget fires a token: the caller then kills the action, and
 //! the reader is dropped, so a writer still going gets EPIPE rather than blocking.
+//!
+//! A copy is never aborted mid-write: `stop` ends it between reads, after its last
+//! write has completed, so a file handed to the CAS afterwards cannot change.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -57,13 +60,15 @@ pub struct CaptureError {
     pub source: std::io::Error,
 }
 
-/// Copies `pipe` into the already created `file` at `path` until EOF or until the
-/// budget runs out. Runs as its own task so stdout and stderr drain concurrently.
+/// Copies `pipe` into the already created `file` at `path` until EOF, until the
+/// budget runs out, or until `stop` fires. Runs as its own task so stdout and stderr
+/// drain concurrently.
 pub fn spawn_copy(
     pipe: impl AsyncRead + Unpin + Send + 'static,
     file: std::fs::File,
     path: &Path,
     budget: CaptureBudget,
+    stop: CancellationToken,
 ) -> JoinHandle<Result<(), CaptureError>> {
     let path = path.to_path_buf();
     tokio::spawn(async move {
@@ -75,11 +80,14 @@ pub fn spawn_copy(
         let mut pipe = pipe;
         let mut buffer = vec![0_u8; CHUNK_BYTES];
         loop {
-            let read = match pipe.read(&mut buffer).await {
-                Ok(0) => break,
-                Ok(read) => read,
-                // The write end vanishing is an end like EOF, not a failure to report.
-                Err(_) => break,
+            let read = tokio::select! {
+                read = pipe.read(&mut buffer) => match read {
+                    Ok(0) => break,
+                    Ok(read) => read,
+                    // The write end vanishing is an end like EOF, not a failure to report.
+                    Err(_) => break,
+                },
+                () = stop.cancelled() => break,
             };
             let granted = budget.take(read as u64) as usize;
             file.write_all(&buffer[..granted]).await.map_err(fail)?;
@@ -108,6 +116,7 @@ mod tests {
                 std::fs::File::create(path).unwrap(),
                 path,
                 budget.clone(),
+                CancellationToken::new(),
             )
         };
         copy(b"123456", &first).await.unwrap().unwrap();
@@ -124,11 +133,42 @@ mod tests {
         let path = dir.path().join("out");
         let budget = CaptureBudget::new(4);
         let file = std::fs::File::create(&path).unwrap();
-        spawn_copy(&b"abcd"[..], file, &path, budget.clone())
-            .await
-            .unwrap()
-            .unwrap();
+        spawn_copy(
+            &b"abcd"[..],
+            file,
+            &path,
+            budget.clone(),
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
         assert!(!budget.exceeded().is_cancelled());
         assert_eq!(std::fs::read(&path).unwrap(), b"abcd");
+    }
+
+    #[tokio::test]
+    async fn stop_ends_a_copy_whose_pipe_stays_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out");
+        // The write half is kept: the pipe never reaches EOF by itself.
+        let (mut writer, reader) = tokio::io::duplex(64);
+        writer.write_all(b"kept").await.unwrap();
+        let stop = CancellationToken::new();
+        let file = std::fs::File::create(&path).unwrap();
+        let copy = spawn_copy(reader, file, &path, CaptureBudget::new(100), stop.clone());
+        crate::execution::capture::tests::wait_for_len(&path, 4).await;
+        stop.cancel();
+        copy.await.unwrap().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"kept");
+        drop(writer);
+    }
+
+    async fn wait_for_len(path: &Path, len: u64) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::fs::metadata(path).map_or(0, |m| m.len()) < len {
+            assert!(std::time::Instant::now() < deadline, "nothing was copied");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
 }

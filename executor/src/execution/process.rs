@@ -124,12 +124,15 @@ pub async fn run_process(
         .and_then(|pid| i32::try_from(pid).ok())
         .map(Pid::from_raw);
     let budget = CaptureBudget::new(spec.max_output_bytes);
+    let stop_captures = CancellationToken::new();
     let mut captures = Vec::with_capacity(2);
     if let Some(pipe) = child.stdout.take() {
-        captures.push(spawn_copy(pipe, stdout, &spec.stdout, budget.clone()));
+        let stop = stop_captures.clone();
+        captures.push(spawn_copy(pipe, stdout, &spec.stdout, budget.clone(), stop));
     }
     if let Some(pipe) = child.stderr.take() {
-        captures.push(spawn_copy(pipe, stderr, &spec.stderr, budget.clone()));
+        let stop = stop_captures.clone();
+        captures.push(spawn_copy(pipe, stderr, &spec.stderr, budget.clone(), stop));
     }
 
     let outcome = tokio::select! {
@@ -145,7 +148,7 @@ pub async fn run_process(
     // The leader is dead (or dies now); reap it so no zombie is left. After a normal
     // exit this returns the status already collected.
     let reaped = child.wait().await.map_err(ProcessError::Wait);
-    finish_captures(captures).await?;
+    finish_captures(captures, &stop_captures).await?;
     let outcome = outcome?;
     reaped?;
     // Output past the bound may have been printed just before a normal exit.
@@ -193,20 +196,28 @@ fn spawned_program(spec: &ProcessSpec, program: &str) -> String {
     }
 }
 
-/// Waits for both copies to reach the end of their pipes, or gives up on a pipe a
-/// process outside the killed group still holds.
+/// Waits for both copies to reach the end of their pipes. A pipe that a process
+/// outside the killed group still holds is given up after `CAPTURE_DRAIN_TIMEOUT`:
+/// the copies stop between writes, so the files are final when this returns.
 async fn finish_captures(
     captures: Vec<JoinHandle<Result<(), CaptureError>>>,
+    stop: &CancellationToken,
 ) -> Result<(), ProcessError> {
-    for mut capture in captures {
-        match tokio::time::timeout(CAPTURE_DRAIN_TIMEOUT, &mut capture).await {
-            Ok(Ok(result)) => result?,
-            Ok(Err(join_error)) => {
+    let all = futures::future::join_all(captures);
+    tokio::pin!(all);
+    let results = match tokio::time::timeout(CAPTURE_DRAIN_TIMEOUT, &mut all).await {
+        Ok(results) => results,
+        Err(_) => {
+            tracing::warn!("an action's output pipe stayed open after its group was killed");
+            stop.cancel();
+            all.await
+        }
+    };
+    for result in results {
+        match result {
+            Ok(result) => result?,
+            Err(join_error) => {
                 tracing::warn!(%join_error, "capturing an action's output failed");
-            }
-            Err(_) => {
-                tracing::warn!("an action's output pipe stayed open after its group was killed");
-                capture.abort();
             }
         }
     }

@@ -223,3 +223,30 @@ async fn output_up_to_the_bound_is_a_normal_exit() {
     assert_eq!(read(&spec.stdout), "12345");
     assert_eq!(read(&spec.stderr), "678");
 }
+
+#[tokio::test]
+async fn a_process_escaping_the_group_cannot_hold_the_run_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("escaped.pid");
+    // A new session leaves the group the kill reaches, keeping stdout open.
+    // The leader waits until the escape happened, or the kill could come first.
+    let script = format!(
+        "setsid sh -c 'echo $$ > {0}.tmp; mv {0}.tmp {0}; exec sleep 1000' & \
+         while [ ! -s {0} ]; do sleep 0.01; done; echo started",
+        pid_file.display()
+    );
+    let spec = spec(dir.path(), &script, Duration::from_secs(30));
+    let started = Instant::now();
+    let outcome = run_process(&spec, &CancellationToken::new()).await.unwrap();
+    let escaped: i32 = wait_for_file(&pid_file).await.trim().parse().unwrap();
+    // This test started it, so this test ends it.
+    let _ = nix::sys::signal::kill(Pid::from_raw(escaped), Signal::SIGKILL);
+    assert_eq!(outcome, ProcessOutcome::Exited(0));
+    assert!(
+        started.elapsed() < CAPTURE_DRAIN_TIMEOUT + Duration::from_secs(20),
+        "the run waited {:?}",
+        started.elapsed()
+    );
+    assert_eq!(read(&spec.stdout), "started\n");
+    wait_dead(escaped).await;
+}

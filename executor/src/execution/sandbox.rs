@@ -16,7 +16,10 @@
 //! Killing: bwrap runs as the leader of its own process group, which the caller kills
 //! on timeout. The sandboxed processes are in another session, so that kill reaches
 //! only bwrap; `--die-with-parent` makes the sandbox's PID 1 die with it, and the
-//! kernel then kills everything else in the PID namespace.
+//! kernel then kills everything else in the PID namespace. The kernel ties
+//! `--die-with-parent` to the *thread* that spawned bwrap: runners spawn from the
+//! runtime's worker threads, which live as long as the executor (nothing here uses
+//! `block_in_place`, which could retire one early).
 //!
 //! This module only builds argv and runs the probe; `process` spawns actions.
 
