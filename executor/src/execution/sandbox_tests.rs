@@ -281,3 +281,22 @@ async fn the_timeout_kills_everything_in_the_sandbox() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn a_relative_program_is_found_in_the_working_directory_inside() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let root = work_root(dir.path());
+    let tool = root.join("sub/tool");
+    std::fs::write(&tool, "#!/bin/sh\necho tool in $(pwd)\n").unwrap();
+    std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut spec = sandboxed(&root, "", Duration::from_secs(60));
+    spec.argv = vec!["./tool".into()];
+    let outcome = run_process(&spec, &CancellationToken::new()).await.unwrap();
+    let stderr = std::fs::read_to_string(&spec.stderr).unwrap();
+    assert_eq!(outcome, ProcessOutcome::Exited(0), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(&spec.stdout).unwrap(),
+        "tool in /execroot/sub\n"
+    );
+}
