@@ -79,11 +79,12 @@ pub struct Config {
     /// concurrency limit would instead accept the streams and park them in the server.
     /// Bazel opens ~100 per channel; must not be zero.
     pub max_concurrent_streams: u32,
-    /// Whether actions run in a bubblewrap sandbox (no network, no view of the data
-    /// directory, read-only system directories). `required` (or its synonym `bwrap`)
-    /// probes bwrap at start-up and refuses to start when it cannot sandbox: there is
-    /// no best-effort mode, because silently running unsandboxed is exactly what an
-    /// operator who asked for a sandbox must never get.
+    /// Whether actions run in a bubblewrap sandbox (Debian package `bubblewrap`): no
+    /// network, no capabilities, no view of the data directory, read-only system
+    /// directories. `required` (or its synonym `bwrap`) probes bwrap at start-up and
+    /// refuses to start when it cannot sandbox: there is no best-effort mode, because
+    /// silently running unsandboxed is exactly what an operator who asked for a
+    /// sandbox must never get.
     pub sandbox: SandboxMode,
     /// The bubblewrap binary; an absolute path, so the executor's PATH never decides
     /// what runs every action.
