@@ -12,8 +12,9 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 
-use crate::config::Config;
+use crate::config::{Config, SandboxMode};
 use crate::execution::Engine;
+use crate::execution::sandbox::{Sandbox, SandboxError};
 use crate::grpc_metrics::GrpcMetricsLayer;
 use crate::metrics::{self, Metrics};
 use crate::service;
@@ -69,6 +70,8 @@ pub enum RunError {
     },
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
 }
 
 /// One executor's state, opened and ready to serve.
@@ -81,7 +84,8 @@ pub struct Executor {
 }
 
 impl Executor {
-    /// Creates the data directory and opens storage (indexing what a previous run left).
+    /// Creates the data directory, opens storage (indexing what a previous run left)
+    /// and, with `sandbox = "required"`, proves bwrap can sandbox on this host.
     pub async fn open(config: Config) -> Result<Self, RunError> {
         tokio::fs::create_dir_all(&config.data_dir)
             .await
@@ -91,6 +95,14 @@ impl Executor {
             })?;
         let metrics = Metrics::new();
         let cas = Cas::open(&config, metrics.clone()).await?;
+        if config.sandbox == SandboxMode::Required {
+            // Once here rather than at the first action: an executor that cannot
+            // sandbox must not start, let alone report capacity and take work.
+            Sandbox::new(config.bwrap_path.clone())
+                .probe(&cas.scratch_dir())
+                .await?;
+            tracing::info!(bwrap = %config.bwrap_path.display(), "actions run sandboxed");
+        }
         let action_cache = ActionCache::open(&config, cas.clone()).await?;
         let engine = Engine::start(&config, cas.clone(), action_cache.clone(), metrics.clone());
         Ok(Self {
