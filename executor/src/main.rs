@@ -7,6 +7,7 @@ use std::io::Write;
 use anyhow::Context;
 use clap::Parser;
 use remesh_executor::{Args, Executor, Listeners};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
@@ -28,8 +29,13 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("opening the executor")?;
 
+    // The handlers are installed before the ready line goes out: a supervisor may send
+    // SIGTERM the moment it reads that line, and an uninstalled handler means death by
+    // the signal's default action instead of a drain.
     let shutdown = CancellationToken::new();
-    tokio::spawn(signal_shutdown(shutdown.clone()));
+    let term = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
+    let interrupt = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
+    tokio::spawn(signal_shutdown(term, interrupt, shutdown.clone()));
     let server = tokio::spawn(executor.serve(listeners, shutdown));
     // Storage is open and the sockets are bound, so connections queue from here on even
     // if the spawned server has not polled its listener yet.
@@ -44,12 +50,10 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn signal_shutdown(shutdown: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+async fn signal_shutdown(mut term: Signal, mut interrupt: Signal, shutdown: CancellationToken) {
     tokio::select! {
         _ = term.recv() => {},
-        _ = tokio::signal::ctrl_c() => {},
+        _ = interrupt.recv() => {},
     }
     shutdown.cancel();
 }

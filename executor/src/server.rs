@@ -8,7 +8,6 @@ use std::net::SocketAddr;
 
 use serde::Serialize;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 
@@ -145,14 +144,14 @@ impl Executor {
             ))
             .add_service(health_service.clone())
             .serve_with_incoming_shutdown(
-                TcpListenerStream::new(listeners.grpc),
+                no_delay(listeners.grpc),
                 stop_serving.clone().cancelled_owned(),
             );
         let load_server = Server::builder()
             .add_routes(service::load_routes(&config, &engine))
             .add_service(health_service)
             .serve_with_incoming_shutdown(
-                TcpListenerStream::new(listeners.load),
+                no_delay(listeners.load),
                 stop_serving.clone().cancelled_owned(),
             );
         let metrics_server =
@@ -187,4 +186,11 @@ pub async fn run(
         .await?
         .serve(listeners, shutdown)
         .await
+}
+
+/// Accepted connections with Nagle's algorithm off: gRPC writes small frames (headers,
+/// short replies, trailers) and waits for answers, and with Nagle on each of those
+/// writes can sit out a delayed-ACK timeout (about 40 ms) before it leaves.
+fn no_delay(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
 }
