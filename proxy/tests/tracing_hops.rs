@@ -194,14 +194,14 @@ async fn traceparent_reaches_the_peers_backend_and_both_logs_name_the_trace() {
     assert_eq!(metadata.get("traceparent").unwrap(), TRACEPARENT);
     assert_eq!(metadata.get("tracestate").unwrap(), TRACESTATE);
     // A's backend only saw the untraced Execute.
-    let at_a_backend = backend_a.recorded.lock().unwrap();
-    assert!(
-        at_a_backend
-            .headers
-            .iter()
-            .all(|(_, metadata)| metadata.get("traceparent").is_none())
-    );
-    drop(at_a_backend);
+    let untraced_at_a = backend_a
+        .recorded
+        .lock()
+        .unwrap()
+        .headers
+        .iter()
+        .all(|(_, metadata)| metadata.get("traceparent").is_none());
+    assert!(untraced_at_a);
 
     drop(held);
     drop(stream);
