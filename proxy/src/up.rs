@@ -270,7 +270,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     ];
     for node in &nodes {
         eprintln!(
-            "{}: grpc://{}  admin http://{}/cluster  executor metrics http://{}/metrics  data {}",
+            "{}: grpc://{}  status page http://{}/  executor metrics http://{}/metrics  data {}",
             node.node_id,
             node.grpc,
             node.admin,

@@ -6,12 +6,14 @@
 //! of join addresses (`join`). The view it publishes (`view`) is what the router reads.
 //! This module never routes a request and never dials gRPC.
 
+pub mod events;
 pub mod identity;
 pub mod join;
 pub mod load_broadcast;
 pub mod task;
 pub mod view;
 
+pub use events::{MembershipEvent, MembershipEvents};
 pub use identity::MemberIdentity;
 pub use task::{MembershipSettings, ViewSink, run};
 pub use view::{ClusterView, PeerEntry, PeerState};

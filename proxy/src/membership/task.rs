@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
+use super::events::MembershipEvents;
 use super::identity::MemberIdentity;
 use super::join;
 use super::load_broadcast::{BroadcastKey, HeardLoads, LoadBook, LoadBroadcast};
@@ -40,6 +41,8 @@ pub struct MembershipSettings {
     pub join: Vec<String>,
     pub join_interval: Duration,
     pub load_heartbeat: Duration,
+    /// Where state transitions are recorded for the admin port.
+    pub events: MembershipEvents,
 }
 
 type MeshFoca = Foca<MemberIdentity, PostcardCodec, StdRng, LoadBook>;
@@ -93,6 +96,7 @@ struct MembershipTask<S> {
     known: HashMap<SocketAddr, (NodeId, PeerState)>,
     /// Node ids already reported as claimed by two live members.
     duplicates_reported: HashSet<NodeId>,
+    events: MembershipEvents,
 }
 
 /// Runs membership until `shutdown`, then leaves the cluster gracefully.
@@ -133,6 +137,7 @@ pub async fn run<S: ViewSink>(
         leaving: false,
         known: HashMap::new(),
         duplicates_reported: HashSet::new(),
+        events: settings.events.clone(),
     };
 
     let (seeds_tx, mut seeds_rx) = mpsc::channel(4);
@@ -337,6 +342,7 @@ impl<S: ViewSink> MembershipTask<S> {
                 PeerState::Down => "down",
             };
             tracing::info!(%node, %addr, event, "membership change");
+            self.events.record(node.as_str(), *addr, event);
             self.metrics
                 .membership_events_total
                 .get_or_create(&label("event", event))
