@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use remesh_proxy::{Listeners, ServeArgs};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 mod status_cli;
@@ -98,8 +99,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .context("binding listeners")?;
     let ready = serde_json::to_string(&listeners.ready_line(&config)?)?;
+    // Handlers first, ready line after: a supervisor may send SIGTERM as soon as it has
+    // read the line, and an uninstalled handler would kill the proxy without a leave.
     let shutdown = CancellationToken::new();
-    tokio::spawn(signal_shutdown(shutdown.clone()));
+    let term = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
+    let interrupt = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
+    tokio::spawn(signal_shutdown(term, interrupt, shutdown.clone()));
     let server = tokio::spawn(remesh_proxy::run(config, listeners, shutdown));
     // The sockets are bound, so connections queue from here on.
     let mut stdout = std::io::stdout().lock();
@@ -113,12 +118,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn signal_shutdown(shutdown: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+async fn signal_shutdown(mut term: Signal, mut interrupt: Signal, shutdown: CancellationToken) {
     tokio::select! {
         _ = term.recv() => {},
-        _ = tokio::signal::ctrl_c() => {},
+        _ = interrupt.recv() => {},
     }
     shutdown.cancel();
 }
