@@ -1,0 +1,128 @@
+//! A real network partition. Three nodes (executor + proxy each), each in its own
+//! network namespace on a private bridge (10.77.0.0/24, which exists only inside the
+//! namespaces this test creates), cluster by gossip across those addresses. Node a's
+//! cable is unplugged: both sides keep serving Execute (a alone; b and c together) and
+//! each marks the other down. Plugged back, they are one cluster again within 10 s.
+//!
+//! Needs root and iproute2; without them it fails, saying so.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use support::netns::{Network, cluster_in};
+use support::node::{Node, NodeSpec};
+
+const IDS: [&str; 3] = ["a", "b", "c"];
+const GRPC_PORT: u16 = 8990;
+const ADMIN_PORT: u16 = 9466;
+const GOSSIP_PORT: u16 = 7946;
+
+/// Node ids that `index`'s node reports in `state`.
+async fn members_in_state(network: &Network, index: usize, state: &str) -> BTreeSet<String> {
+    let admin = Network::addr(index, ADMIN_PORT);
+    let Some(report) = cluster_in(network.namespace(index), admin).await else {
+        return BTreeSet::new();
+    };
+    report
+        .members
+        .into_iter()
+        .filter(|member| member.state == state && (state != "alive" || member.load.is_some()))
+        .map(|member| member.node_id)
+        .collect()
+}
+
+async fn wait_state(network: &Network, index: usize, nodes: &[&str], state: &str, limit: Duration) {
+    let want: BTreeSet<String> = nodes.iter().map(|id| id.to_string()).collect();
+    support::eventually(
+        &format!("{} to see {want:?} {state}", IDS[index]),
+        limit,
+        || async {
+            let seen = members_in_state(network, index, state).await;
+            want.is_subset(&seen).then_some(())
+        },
+    )
+    .await;
+}
+
+/// Runs a small action through node `index`'s proxy, from inside its namespace;
+/// returns the node that owns the operation.
+async fn execute_through(network: &Network, index: usize, salt: &str) -> String {
+    let grpc = Network::addr(index, GRPC_PORT);
+    let ns = Some(network.namespace(index));
+    support::netns::execute(ns, grpc, salt, "sleep 0.2; echo partition")
+        .await
+        .owner()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_sides_of_a_partition_serve_and_the_cluster_heals() {
+    // Declared first so it is dropped last, after every process inside it.
+    let network = Network::create(3);
+    let dir = tempfile::tempdir().unwrap();
+    let join: Vec<String> = (0..3)
+        .map(|index| Network::addr(index, GOSSIP_PORT).to_string())
+        .collect();
+    let mut nodes = Vec::new();
+    for (index, id) in IDS.iter().enumerate() {
+        let spec = NodeSpec {
+            netns: Some(network.namespace(index).to_owned()),
+            listen: Network::addr(index, GRPC_PORT),
+            admin_listen: Network::addr(index, ADMIN_PORT),
+            gossip_listen: Network::addr(index, GOSSIP_PORT),
+            join: join.clone(),
+            ..NodeSpec::loopback(id, dir.path(), 2)
+        };
+        nodes.push(Node::start(spec).await);
+    }
+    for index in 0..3 {
+        wait_state(&network, index, &IDS, "alive", Duration::from_secs(30)).await;
+    }
+    let owner = execute_through(&network, 0, "before").await;
+    assert!(IDS.contains(&owner.as_str()), "{owner}");
+
+    // Unplug a.
+    network.set_link(0, false);
+    wait_state(&network, 0, &["b", "c"], "down", Duration::from_secs(30)).await;
+    for index in [1, 2] {
+        wait_state(&network, index, &["a"], "down", Duration::from_secs(30)).await;
+        wait_state(
+            &network,
+            index,
+            &["b", "c"],
+            "alive",
+            Duration::from_secs(5),
+        )
+        .await;
+    }
+    // Each side serves on its own: a runs its work itself, b and c among themselves.
+    assert_eq!(execute_through(&network, 0, "alone-1").await, "a");
+    assert_eq!(execute_through(&network, 0, "alone-2").await, "a");
+    for (index, salt) in [(1, "together-1"), (2, "together-2"), (1, "together-3")] {
+        let owner = execute_through(&network, index, salt).await;
+        assert!(owner == "b" || owner == "c", "{salt} ran on {owner}");
+    }
+
+    // Plug a back: one cluster again, as every node reports it, within 10 s.
+    network.set_link(0, true);
+    let healed = Instant::now();
+    let limit = Duration::from_secs(10);
+    for index in 0..3 {
+        wait_state(
+            &network,
+            index,
+            &IDS,
+            "alive",
+            limit.saturating_sub(healed.elapsed()),
+        )
+        .await;
+    }
+    let took = healed.elapsed();
+    assert!(took < limit, "healing took {took:?}");
+    // And the healed cluster serves.
+    let owner = execute_through(&network, 0, "after").await;
+    assert!(IDS.contains(&owner.as_str()), "{owner}");
+    drop(nodes);
+}
