@@ -1,5 +1,6 @@
 //! Real processes on loopback: three nodes (executor + proxy each, every node joining
-//! every other's gossip address, as a headless-service seed list does).
+//! every other's gossip address, as a headless-service seed list does; a's executor is
+//! b's and c's backing cache, the cluster's shared tier 2, as in `remesh-proxy up`).
 //!
 //! - A node killed with SIGKILL is marked down within 10 s; restarted under the same
 //!   node id and gossip address (a new generation), it is alive on every node's
@@ -27,9 +28,13 @@ async fn start_cluster(dir: &std::path::Path, runners: [usize; 3]) -> Vec<Node> 
         .map(|(id, runners)| NodeSpec::loopback(id, dir, runners))
         .collect();
     let join: Vec<String> = specs.iter().map(|s| s.gossip_listen.to_string()).collect();
-    let mut nodes = Vec::new();
+    let mut nodes: Vec<Node> = Vec::new();
     for spec in &mut specs {
         spec.join = join.clone();
+        if let Some(first) = nodes.first() {
+            let tier2 = format!("grpc://{}", first.executor.ready.grpc);
+            spec.executor_args = vec!["--backing-cache".into(), tier2];
+        }
         nodes.push(Node::start(spec.clone()).await);
     }
     for node in &nodes {
