@@ -85,6 +85,7 @@ async fn both_sides_of_a_partition_serve_and_the_cluster_heals() {
 
     // Unplug a.
     network.set_link(0, false);
+    let cut = Instant::now();
     wait_state(&network, 0, &["b", "c"], "down", Duration::from_secs(30)).await;
     for index in [1, 2] {
         wait_state(&network, index, &["a"], "down", Duration::from_secs(30)).await;
@@ -97,6 +98,10 @@ async fn both_sides_of_a_partition_serve_and_the_cluster_heals() {
         )
         .await;
     }
+    eprintln!(
+        "partition: both sides saw the other down {:?} after the cut",
+        cut.elapsed()
+    );
     // Each side serves on its own: a runs its work itself, b and c among themselves.
     assert_eq!(execute_through(&network, 0, "alone-1").await, "a");
     assert_eq!(execute_through(&network, 0, "alone-2").await, "a");
@@ -121,6 +126,7 @@ async fn both_sides_of_a_partition_serve_and_the_cluster_heals() {
     }
     let took = healed.elapsed();
     assert!(took < limit, "healing took {took:?}");
+    eprintln!("partition: one cluster again {took:?} after the cable was plugged back");
     // And the healed cluster serves.
     let owner = execute_through(&network, 0, "after").await;
     assert!(IDS.contains(&owner.as_str()), "{owner}");

@@ -6,6 +6,8 @@
 //!   `/bin/sh -c SHELL_COMMAND` (never cached, `SALT` makes it unique), executes it
 //!   through `ADDR` (instance `main`) and prints one JSON line
 //!   `{"name":…,"exit_code":…,"status_code":…}` once the operation is done.
+//! - `remesh-probe wait ADDR NAME`: WaitExecution on operation `NAME` through `ADDR`;
+//!   prints the same line.
 //! - `remesh-probe get ADDR PATH`: a plain HTTP GET; prints the body, fails on a
 //!   status other than 200.
 //!
@@ -16,8 +18,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use prost::Message;
-use remesh_proto::longrunning::operation;
-use remesh_proto::reapi::{ExecuteRequest, ExecuteResponse};
+use remesh_proto::longrunning::{Operation, operation};
+use remesh_proto::reapi::{ExecuteRequest, ExecuteResponse, WaitExecutionRequest};
 use remesh_tests::reapi_client::{ActionSpec, Clients};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -30,8 +32,11 @@ async fn main() -> anyhow::Result<()> {
     let work = async {
         match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
             ["execute", addr, salt, shell] => execute(addr.parse()?, salt, shell).await,
+            ["wait", addr, name] => wait(addr.parse()?, name).await,
             ["get", addr, path] => get(addr.parse()?, path).await,
-            _ => bail!("usage: remesh-probe execute ADDR SALT SHELL | get ADDR PATH"),
+            _ => bail!(
+                "usage: remesh-probe execute ADDR SALT SHELL | wait ADDR NAME | get ADDR PATH"
+            ),
         }
     };
     tokio::time::timeout(LIMIT, work)
@@ -45,7 +50,7 @@ async fn execute(addr: SocketAddr, salt: &str, shell: &str) -> anyhow::Result<()
     spec.do_not_cache = true;
     spec.salt = salt.as_bytes().to_vec();
     let action_digest = clients.upload_action(&spec).await?;
-    let mut stream = clients
+    let stream = clients
         .execution
         .clone()
         .execute(ExecuteRequest {
@@ -57,7 +62,24 @@ async fn execute(addr: SocketAddr, salt: &str, shell: &str) -> anyhow::Result<()
         .await
         .context("Execute")?
         .into_inner();
-    while let Some(operation) = stream.message().await.context("Execute stream")? {
+    report_done(stream).await
+}
+
+async fn wait(addr: SocketAddr, name: &str) -> anyhow::Result<()> {
+    let clients = Clients::connect(addr, "main").await?;
+    let stream = clients
+        .execution
+        .clone()
+        .wait_execution(WaitExecutionRequest { name: name.into() })
+        .await
+        .context("WaitExecution")?
+        .into_inner();
+    report_done(stream).await
+}
+
+/// Follows an operation stream to its end and prints the final result as JSON.
+async fn report_done(mut stream: tonic::Streaming<Operation>) -> anyhow::Result<()> {
+    while let Some(operation) = stream.message().await.context("operation stream")? {
         if !operation.done {
             continue;
         }
@@ -73,7 +95,7 @@ async fn execute(addr: SocketAddr, salt: &str, shell: &str) -> anyhow::Result<()
         println!("{line}");
         return Ok(());
     }
-    bail!("the Execute stream ended before the operation was done")
+    bail!("the stream ended before the operation was done")
 }
 
 async fn get(addr: SocketAddr, path: &str) -> anyhow::Result<()> {
