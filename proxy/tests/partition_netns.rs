@@ -69,10 +69,11 @@ async fn wait_one_cluster(network: &Network, index: usize, limit: Duration) {
 
 /// Runs a small action through node `index`'s proxy, from inside its namespace;
 /// returns the node that owns the operation.
-async fn execute_through(network: &Network, index: usize, salt: &str) -> String {
+async fn execute_through(network: &Network, index: usize, salt: &str, n: usize) -> String {
     let grpc = Network::addr(index, GRPC_PORT);
     let ns = Some(network.namespace(index));
-    support::netns::execute(ns, grpc, salt, "sleep 0.2; echo partition")
+    let salt = format!("{salt}-{n}");
+    support::netns::execute(ns, grpc, &salt, "sleep 1; echo partition")
         .await
         .owner()
         .to_owned()
@@ -86,22 +87,29 @@ async fn both_sides_of_a_partition_serve_and_the_cluster_heals() {
     let join: Vec<String> = (0..3)
         .map(|index| Network::addr(index, GOSSIP_PORT).to_string())
         .collect();
-    let mut nodes = Vec::new();
-    for (index, id) in IDS.iter().enumerate() {
-        let spec = NodeSpec {
+    // b has one runner, so work sent to b spills over to c; c's executor reads what
+    // clients uploaded to b through b's executor (their shared tier 2).
+    let mut nodes: Vec<Node> = Vec::new();
+    for (index, (id, runners)) in IDS.iter().zip([2, 1, 2]).enumerate() {
+        let mut spec = NodeSpec {
             netns: Some(network.namespace(index).to_owned()),
             listen: Network::addr(index, GRPC_PORT),
             admin_listen: Network::addr(index, ADMIN_PORT),
             gossip_listen: Network::addr(index, GOSSIP_PORT),
+            executor_listen: Network::addr(index, 0),
             join: join.clone(),
-            ..NodeSpec::loopback(id, dir.path(), 2)
+            ..NodeSpec::loopback(id, dir.path(), runners)
         };
+        if *id == "c" {
+            let tier2 = format!("grpc://{}", nodes[1].executor.ready.grpc);
+            spec.executor_args = vec!["--backing-cache".into(), tier2];
+        }
         nodes.push(Node::start(spec).await);
     }
     for index in 0..3 {
         wait_state(&network, index, &IDS, "alive", Duration::from_secs(30)).await;
     }
-    let owner = execute_through(&network, 0, "before").await;
+    let owner = execute_through(&network, 0, "before", 0).await;
     assert!(IDS.contains(&owner.as_str()), "{owner}");
 
     // Unplug a.
@@ -123,13 +131,15 @@ async fn both_sides_of_a_partition_serve_and_the_cluster_heals() {
         "partition: both sides saw the other down {:?} after the cut",
         cut.elapsed()
     );
-    // Each side serves on its own: a runs its work itself, b and c among themselves.
-    assert_eq!(execute_through(&network, 0, "alone-1").await, "a");
-    assert_eq!(execute_through(&network, 0, "alone-2").await, "a");
-    for (index, salt) in [(1, "together-1"), (2, "together-2"), (1, "together-3")] {
-        let owner = execute_through(&network, index, salt).await;
-        assert!(owner == "b" || owner == "c", "{salt} ran on {owner}");
-    }
+    // Each side serves on its own: a runs its work itself, b and c among themselves
+    // (a burst at b, which has one runner, spills over to c).
+    assert_eq!(execute_through(&network, 0, "alone-1", 0).await, "a");
+    assert_eq!(execute_through(&network, 0, "alone-2", 0).await, "a");
+    assert_eq!(execute_through(&network, 2, "together-c", 0).await, "c");
+    let burst = (0..3).map(|n| execute_through(&network, 1, "together-b", n));
+    let owners = futures::future::join_all(burst).await;
+    assert!(owners.iter().all(|o| o == "b" || o == "c"), "{owners:?}");
+    assert!(owners.iter().any(|o| o == "c"), "{owners:?}");
 
     // Plug a back: one cluster again, as every node reports it, within 10 s.
     network.set_link(0, true);
@@ -142,7 +152,7 @@ async fn both_sides_of_a_partition_serve_and_the_cluster_heals() {
     assert!(took < limit, "healing took {took:?}");
     eprintln!("partition: one cluster again {took:?} after the cable was plugged back");
     // And the healed cluster serves.
-    let owner = execute_through(&network, 0, "after").await;
+    let owner = execute_through(&network, 0, "after", 0).await;
     assert!(IDS.contains(&owner.as_str()), "{owner}");
     drop(nodes);
 }

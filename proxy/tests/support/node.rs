@@ -109,6 +109,9 @@ pub struct NodeSpec {
     pub gossip_listen: SocketAddr,
     pub join: Vec<String>,
     pub runners: usize,
+    /// Where the executor serves gRPC (port 0 picks one): loopback unless other
+    /// nodes' executors use it as their backing cache.
+    pub executor_listen: SocketAddr,
     /// Extra executor flags (`--backing-cache …`).
     pub executor_args: Vec<String>,
     /// Extra proxy flags.
@@ -131,6 +134,7 @@ impl NodeSpec {
             gossip_listen: gossip,
             join: Vec::new(),
             runners,
+            executor_listen: "127.0.0.1:0".parse().unwrap(),
             executor_args: Vec::new(),
             proxy_args: Vec::new(),
         }
@@ -172,7 +176,7 @@ pub async fn start_executor(spec: &NodeSpec) -> Process<ExecutorAddrs> {
     std::fs::create_dir_all(&spec.dir).unwrap();
     let mut args: Vec<String> = [
         "--listen",
-        "127.0.0.1:0",
+        &spec.executor_listen.to_string(),
         "--metrics-listen",
         "127.0.0.1:0",
         "--load-listen",
