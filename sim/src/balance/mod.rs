@@ -1,0 +1,172 @@
+//! Balancing at scale: the proxy's `PeerSelector` policies deciding, on gossip-delayed
+//! load views, where each action of a workload runs, against a central scheduler that
+//! sees everything.
+//!
+//! - `workload`: arrivals, entry nodes, durations, repeated digests.
+//! - `engine`: executors, load views and the selector, event by event.
+//! - `ideal`: the central list scheduler and a makespan lower bound.
+
+pub mod engine;
+pub mod ideal;
+pub mod workload;
+
+use remesh_proxy::config::Policy;
+
+use crate::clock::{Micros, seconds};
+use crate::net::NetworkModel;
+use crate::stats::quantile;
+use engine::{EngineConfig, GossipDelay};
+use workload::WorkloadConfig;
+
+pub const POLICIES: [Policy; 3] = [Policy::LeastLoaded, Policy::P2c, Policy::Affinity];
+
+pub fn policy_name(policy: Policy) -> &'static str {
+    match policy {
+        Policy::LeastLoaded => "least-loaded",
+        Policy::P2c => "p2c",
+        Policy::Affinity => "affinity",
+    }
+}
+
+/// Half the nodes with one runner, half with eight (alternating).
+pub fn mixed_capacities(nodes: usize) -> Vec<u32> {
+    (0..nodes).map(|i| if i % 2 == 0 { 1 } else { 8 }).collect()
+}
+
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub name: String,
+    pub capacities: Vec<u32>,
+    pub workload: WorkloadConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct PolicyResult {
+    pub policy: Policy,
+    pub makespan_s: f64,
+    pub p99_wait_s: f64,
+    pub forwards_per_action: f64,
+    /// Of actions repeating an earlier digest, the fraction that started on a node
+    /// that had started that digest before.
+    pub cache_hit_rate: f64,
+    /// Every action's queue wait, for the distribution plot.
+    pub waits: Vec<Micros>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ScenarioResult {
+    pub name: String,
+    pub actions: usize,
+    pub ideal_makespan_s: f64,
+    pub ideal_p99_wait_s: f64,
+    pub ideal_waits: Vec<Micros>,
+    pub lower_bound_s: f64,
+    pub policies: Vec<PolicyResult>,
+}
+
+fn p99(waits: &[Micros]) -> f64 {
+    let waits: Vec<f64> = waits.iter().map(|w| seconds(*w)).collect();
+    quantile(&waits, 0.99).unwrap_or(0.0)
+}
+
+/// Runs the ideal scheduler and every policy on the same actions.
+pub fn run_scenario(scenario: &Scenario, gossip: &GossipDelay, seed: u64) -> ScenarioResult {
+    let actions = workload::generate(&scenario.workload, &scenario.capacities);
+    let ideal = ideal::central_list_scheduler(&actions, &scenario.capacities);
+    let runners = scenario.capacities.iter().sum();
+    let policies = POLICIES
+        .iter()
+        .map(|&policy| {
+            let config = EngineConfig {
+                capacities: scenario.capacities.clone(),
+                policy,
+                load_factor: 1.25,
+                heartbeat: crate::clock::SECONDS,
+                gossip: gossip.clone(),
+                net: NetworkModel::lan(0.0),
+                seed,
+            };
+            let run = engine::run(&actions, &config);
+            PolicyResult {
+                policy,
+                makespan_s: seconds(run.makespan),
+                p99_wait_s: p99(&run.waits),
+                forwards_per_action: run.forwards as f64 / actions.len() as f64,
+                cache_hit_rate: run.cache_hits as f64 / run.repeats.max(1) as f64,
+                waits: run.waits,
+            }
+        })
+        .collect();
+    ScenarioResult {
+        name: scenario.name.clone(),
+        actions: actions.len(),
+        ideal_makespan_s: seconds(ideal.makespan),
+        ideal_p99_wait_s: p99(&ideal.waits),
+        ideal_waits: ideal.waits,
+        lower_bound_s: seconds(ideal::makespan_lower_bound(&actions, runners)),
+        policies,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::workload::Entry;
+    use super::*;
+    use crate::clock::MILLIS;
+
+    fn gossip() -> GossipDelay {
+        // A 10-node cluster's spread: most within a few ms, some at a gossip round.
+        GossipDelay::from_samples(vec![MILLIS, 2 * MILLIS, 5 * MILLIS, 200 * MILLIS])
+    }
+
+    fn scenario(entry: Entry, offered_load: f64) -> Scenario {
+        Scenario {
+            name: "test".into(),
+            capacities: mixed_capacities(10),
+            workload: WorkloadConfig::build(1500, entry, offered_load, 5),
+        }
+    }
+
+    #[test]
+    fn nobody_beats_the_lower_bound_and_the_ideal_is_within_graham() {
+        for entry in [Entry::OneNode, Entry::Zipf { exponent: 1.0 }] {
+            let result = run_scenario(&scenario(entry, 0.9), &gossip(), 1);
+            // Rounding: durations are whole microseconds, the bound divides them.
+            let bound = result.lower_bound_s - 1e-6;
+            assert!(result.ideal_makespan_s >= bound, "{result:?}");
+            // Graham: list scheduling is within twice the optimum.
+            assert!(result.ideal_makespan_s <= 2.0 * result.lower_bound_s);
+            for policy in &result.policies {
+                assert!(policy.makespan_s >= bound, "{result:?}");
+                assert!(policy.makespan_s >= result.ideal_makespan_s * 0.98, "{result:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn all_work_at_a_one_runner_node_is_spread_by_every_policy() {
+        let result = run_scenario(&scenario(Entry::OneNode, 0.9), &gossip(), 1);
+        for policy in &result.policies {
+            // Node 0 has 1 of 45 runners: nearly everything must be forwarded.
+            assert!(policy.forwards_per_action > 0.9, "{policy:?}");
+            assert!(policy.forwards_per_action <= 1.0, "{policy:?}");
+            // Without spreading, the makespan would be about 45 times the ideal.
+            assert!(policy.makespan_s < 2.0 * result.ideal_makespan_s, "{policy:?}");
+        }
+    }
+
+    #[test]
+    fn affinity_sends_repeats_back_to_where_they_ran() {
+        let result = run_scenario(&scenario(Entry::Zipf { exponent: 1.0 }, 0.5), &gossip(), 1);
+        let rate = |p: Policy| {
+            result
+                .policies
+                .iter()
+                .find(|r| r.policy == p)
+                .unwrap()
+                .cache_hit_rate
+        };
+        assert!(rate(Policy::Affinity) > 0.6, "{result:?}");
+        assert!(rate(Policy::Affinity) > rate(Policy::LeastLoaded) + 0.2, "{result:?}");
+    }
+}

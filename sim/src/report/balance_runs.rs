@@ -1,0 +1,59 @@
+//! Which balancing experiments the report runs: cluster, workloads and seeds.
+
+use crate::balance::engine::GossipDelay;
+use crate::balance::workload::{Entry, WorkloadConfig};
+use crate::balance::{Scenario, ScenarioResult, mixed_capacities, run_scenario};
+use crate::clock::{MILLIS, Micros, SECONDS};
+
+pub const NODES: usize = 100;
+
+pub fn scenarios(quick: bool, seed: u64) -> Vec<Scenario> {
+    let actions = if quick { 3_000 } else { 20_000 };
+    let capacities = mixed_capacities(NODES);
+    let zipf = Entry::Zipf { exponent: 1.0 };
+    [
+        ("one entry node, load 0.9", Entry::OneNode, 0.9),
+        ("Zipf(1) entry, load 0.9", zipf, 0.9),
+        ("Zipf(1) entry, load 0.5", zipf, 0.5),
+    ]
+    .into_iter()
+    .map(|(name, entry, load)| Scenario {
+        name: name.to_owned(),
+        capacities: capacities.clone(),
+        workload: WorkloadConfig::build(actions, entry, load, seed),
+    })
+    .collect()
+}
+
+pub fn seeds(quick: bool) -> u64 {
+    if quick { 1 } else { 3 }
+}
+
+/// The gossip delay model: measured delays (seconds) of load records in the simulated
+/// foca cluster of the same size, or a fallback if none were measured.
+pub fn gossip_model(delays_s: &[f64]) -> GossipDelay {
+    let samples: Vec<Micros> = delays_s
+        .iter()
+        .map(|d| (d * SECONDS as f64) as Micros)
+        .collect();
+    if samples.is_empty() {
+        GossipDelay::from_samples(vec![MILLIS, 200 * MILLIS])
+    } else {
+        GossipDelay::from_samples(samples)
+    }
+}
+
+/// Every scenario under every seed: `results[scenario][seed]`.
+pub fn run_all(gossip: &GossipDelay, quick: bool, seed: u64) -> Vec<Vec<ScenarioResult>> {
+    let seeds = seeds(quick);
+    (0..scenarios(quick, seed).len())
+        .map(|index| {
+            (0..seeds)
+                .map(|repetition| {
+                    let scenario = &scenarios(quick, seed + repetition)[index];
+                    run_scenario(scenario, gossip, seed + repetition)
+                })
+                .collect()
+        })
+        .collect()
+}
