@@ -97,11 +97,25 @@ impl ExecNode {
 
 enum Event {
     Arrive(usize),
-    Accept { node: usize, action: usize },
-    Finish { node: usize },
-    Record { to: usize, from: usize, load: LoadRecord, version: u64 },
-    Heartbeat { node: usize },
-    Flush { node: usize },
+    Accept {
+        node: usize,
+        action: usize,
+    },
+    Finish {
+        node: usize,
+    },
+    Record {
+        to: usize,
+        from: usize,
+        load: LoadRecord,
+        version: u64,
+    },
+    Heartbeat {
+        node: usize,
+    },
+    Flush {
+        node: usize,
+    },
 }
 
 struct Engine<'a> {

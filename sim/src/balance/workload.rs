@@ -119,7 +119,10 @@ pub fn generate(config: &WorkloadConfig, capacities: &[u32]) -> Vec<Action> {
 
 /// The action hash the proxy would see for `digest`: 64 hex digits.
 pub fn action_hash(digest: u32) -> String {
-    format!("{:064x}", u64::from(digest).wrapping_mul(0x9e37_79b9_7f4a_7c15))
+    format!(
+        "{:064x}",
+        u64::from(digest).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    )
 }
 
 #[cfg(test)]
@@ -144,7 +147,10 @@ mod tests {
         let mut sorted = per_node;
         sorted.sort_unstable();
         assert!(sorted[3] > 1700 && sorted[0] < 600, "{per_node:?}");
-        let one = generate(&WorkloadConfig::build(100, Entry::OneNode, 1.0, 3), &capacities);
+        let one = generate(
+            &WorkloadConfig::build(100, Entry::OneNode, 1.0, 3),
+            &capacities,
+        );
         assert!(one.iter().all(|a| a.entry == 0));
     }
 }

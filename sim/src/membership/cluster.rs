@@ -34,10 +34,20 @@ pub struct ClusterConfig {
 }
 
 enum Event {
-    Deliver { to: usize, data: Vec<u8> },
-    Timer { node: usize, timer: Timer<MemberIdentity> },
-    Heartbeat { node: usize },
-    Flush { node: usize },
+    Deliver {
+        to: usize,
+        data: Vec<u8>,
+    },
+    Timer {
+        node: usize,
+        timer: Timer<MemberIdentity>,
+    },
+    Heartbeat {
+        node: usize,
+    },
+    Flush {
+        node: usize,
+    },
 }
 
 /// Something a node's foca reported, and when.
@@ -121,7 +131,9 @@ impl Cluster {
                 .filter(|(other, _)| *other != node)
                 .map(|(_, id)| Member::alive(id.clone()));
             // Already known to all: nothing to tell the others about.
-            let _ = cluster.nodes[node].foca.apply_many(others, false, &mut outbox);
+            let _ = cluster.nodes[node]
+                .foca
+                .apply_many(others, false, &mut outbox);
             cluster.outbox = outbox;
             cluster.dispatch(node);
             // Nodes start at different moments: their heartbeats are out of phase.
@@ -182,8 +194,7 @@ impl Cluster {
             .foca
             .iter_membership_state()
             .any(|member| {
-                index_of(member.id().gossip_addr) == subject
-                    && member.state() != foca::State::Down
+                index_of(member.id().gossip_addr) == subject && member.state() != foca::State::Down
             })
     }
 
@@ -244,7 +255,8 @@ impl Cluster {
             }
         }
         for (delay, timer) in self.outbox.timers.drain(..) {
-            self.queue.after(micros(delay), Event::Timer { node, timer });
+            self.queue
+                .after(micros(delay), Event::Timer { node, timer });
         }
         for what in self.outbox.observed.drain(..) {
             self.log.push(LogEntry {

@@ -150,7 +150,11 @@ pub fn propagation(
         let pacer = &cluster.nodes[origin].pacer;
         let before = pacer.local_load;
         let load = LoadRecord {
-            executing: if before.executing == 0 { before.max_concurrency } else { 0 },
+            executing: if before.executing == 0 {
+                before.max_concurrency
+            } else {
+                0
+            },
             ..before
         };
         // The next record this node sends carries the change, whenever pacing allows.
@@ -258,7 +262,9 @@ mod tests {
         let config = config(10, 0.0);
         let mut cluster = Cluster::new(&config);
         cluster.run_until(WARMUP);
-        cluster.net.partition((0..10).map(|i| u8::from(i >= 5)).collect());
+        cluster
+            .net
+            .partition((0..10).map(|i| u8::from(i >= 5)).collect());
         cluster.run_until(WARMUP + 30 * SECONDS);
         // Each side has declared the other down.
         assert!(!cluster.considers_alive(0, 9));
@@ -269,7 +275,10 @@ mod tests {
         cluster.run_until(WARMUP + 200 * SECONDS);
         for a in 0..10 {
             for b in (0..10).filter(|b| *b != a) {
-                assert!(cluster.considers_alive(a, b), "{a} still thinks {b} is down");
+                assert!(
+                    cluster.considers_alive(a, b),
+                    "{a} still thinks {b} is down"
+                );
             }
         }
     }

@@ -43,17 +43,38 @@ pub fn gossip_model(delays_s: &[f64]) -> GossipDelay {
     }
 }
 
-/// Every scenario under every seed: `results[scenario][seed]`.
-pub fn run_all(gossip: &GossipDelay, quick: bool, seed: u64) -> Vec<Vec<ScenarioResult>> {
-    let seeds = seeds(quick);
-    (0..scenarios(quick, seed).len())
-        .map(|index| {
-            (0..seeds)
-                .map(|repetition| {
-                    let scenario = &scenarios(quick, seed + repetition)[index];
-                    run_scenario(scenario, gossip, seed + repetition)
-                })
-                .collect()
-        })
-        .collect()
+/// One scenario under one seed.
+pub struct Job {
+    pub scenario: usize,
+    pub scenario_config: Scenario,
+    pub seed: u64,
+}
+
+/// Every scenario under every seed.
+pub fn jobs(quick: bool, seed: u64) -> Vec<Job> {
+    let mut jobs = Vec::new();
+    for repetition in 0..seeds(quick) {
+        for (index, scenario) in scenarios(quick, seed + repetition).into_iter().enumerate() {
+            jobs.push(Job {
+                scenario: index,
+                scenario_config: scenario,
+                seed: seed + repetition,
+            });
+        }
+    }
+    jobs
+}
+
+pub fn run_job(job: &Job, gossip: &GossipDelay) -> ScenarioResult {
+    run_scenario(&job.scenario_config, gossip, job.seed)
+}
+
+/// Results regrouped as `[scenario][seed]`.
+pub fn group(jobs: &[Job], results: Vec<ScenarioResult>) -> Vec<Vec<ScenarioResult>> {
+    let count = jobs.iter().map(|j| j.scenario + 1).max().unwrap_or(0);
+    let mut grouped: Vec<Vec<ScenarioResult>> = (0..count).map(|_| Vec::new()).collect();
+    for (job, result) in jobs.iter().zip(results) {
+        grouped[job.scenario].push(result);
+    }
+    grouped
 }

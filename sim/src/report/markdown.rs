@@ -173,7 +173,12 @@ fn balance(md: &mut String, inputs: &Inputs<'_>) {
         md.push_str("| policy | makespan (s) | × ideal, mean (worst) | p99 queue wait (s) | forwards / action | repeat on a node that ran it |\n|---|---|---|---|---|---|\n");
         for (index, policy) in first.policies.iter().enumerate() {
             let pick = |f: fn(&crate::balance::PolicyResult) -> f64| {
-                mean(&runs.iter().map(|r| f(&r.policies[index])).collect::<Vec<_>>())
+                mean(
+                    &runs
+                        .iter()
+                        .map(|r| f(&r.policies[index]))
+                        .collect::<Vec<_>>(),
+                )
             };
             let ratio = ratios(runs, index);
             let _ = writeln!(
@@ -191,18 +196,31 @@ fn balance(md: &mut String, inputs: &Inputs<'_>) {
         md.push('\n');
     }
     md.push_str("### Verdict\n\n");
-    for runs in inputs.balance.iter().filter(|r| r.first().is_some_and(|r| r.name.contains("0.9"))) {
+    for runs in inputs
+        .balance
+        .iter()
+        .filter(|r| r.first().is_some_and(|r| r.name.contains("0.9")))
+    {
         let name = &runs[0].name;
         let best = [1usize, 2]
             .into_iter()
-            .map(|i| (policy_name(runs[0].policies[i].policy), max(&ratios(runs, i))))
+            .map(|i| {
+                (
+                    policy_name(runs[0].policies[i].policy),
+                    max(&ratios(runs, i)),
+                )
+            })
             .min_by(|a, b| a.1.total_cmp(&b.1));
         if let Some((policy, worst)) = best {
             let _ = writeln!(
                 md,
                 "- p2c or affinity makespan ≤ 1.1 × ideal under skew, *{}*: {} (best: {} at {:.3} × ideal, worst seed).",
                 name,
-                if worst <= 1.1 { "**met**" } else { "**missed**" },
+                if worst <= 1.1 {
+                    "**met**"
+                } else {
+                    "**missed**"
+                },
                 policy,
                 worst
             );

@@ -121,13 +121,22 @@ impl MembershipRow {
     }
 
     pub fn first_suspect_median(&self) -> Option<f64> {
-        let times: Vec<f64> = self.detections.iter().filter_map(|d| d.first_suspect).collect();
+        let times: Vec<f64> = self
+            .detections
+            .iter()
+            .filter_map(|d| d.first_suspect)
+            .collect();
         quantile(&times, 0.5)
     }
 
     /// q-quantile over load changes of the time to reach 99% of nodes.
     pub fn spread_99(&self, q: f64) -> Option<f64> {
-        let times: Vec<_> = self.propagation.spreads.iter().map(|s| s.reach_99).collect();
+        let times: Vec<_> = self
+            .propagation
+            .spreads
+            .iter()
+            .map(|s| s.reach_99)
+            .collect();
         time_to_fraction(&times, q)
     }
 
@@ -159,8 +168,7 @@ pub fn run_row(nodes: usize, settings: Settings, quick: bool, seed: u64) -> Memb
     let detections = experiments::detection(&lossless, repetitions.crashes, WARMUP, window);
     let lossy = cluster_config(nodes, settings, QUIET_LOSS, seed + 1);
     let quiet = experiments::quiet_run(&lossy, WARMUP, repetitions.quiet);
-    let propagation =
-        experiments::propagation(&lossless, repetitions.changes, WARMUP, 3 * SECONDS);
+    let propagation = experiments::propagation(&lossless, repetitions.changes, WARMUP, 3 * SECONDS);
     MembershipRow {
         nodes,
         settings,

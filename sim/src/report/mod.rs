@@ -8,6 +8,8 @@ pub mod membership_runs;
 pub mod plots;
 
 use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{Context, Result};
 
@@ -23,19 +25,27 @@ pub fn run(out: &Path, quick: bool, seed: u64) -> Result<()> {
         .with_context(|| format!("creating {}", plot_dir.display()))?;
     plots::register_fonts()?;
 
-    let mut rows = Vec::new();
-    for (nodes, settings) in membership_runs::plan() {
+    // Largest first, so the two longest runs do not end up on one worker.
+    let mut plan = membership_runs::plan();
+    plan.reverse();
+    let mut rows = parallel_map(&plan, |&(nodes, settings)| {
         eprintln!("membership: {nodes} nodes, {}", settings.name());
-        rows.push(membership_runs::run_row(nodes, settings, quick, seed));
-    }
+        membership_runs::run_row(nodes, settings, quick, seed)
+    });
+    rows.reverse();
     let delays = rows
         .iter()
         .find(|r| r.nodes == balance_runs::NODES && r.settings == Settings::Proxy)
         .map(MembershipRow::spread_delays)
         .unwrap_or_default();
     let gossip = balance_runs::gossip_model(&delays);
-    eprintln!("balancing: {} scenarios", balance_runs::scenarios(quick, seed).len());
-    let balance = balance_runs::run_all(&gossip, quick, seed);
+    eprintln!(
+        "balancing: {} scenarios",
+        balance_runs::scenarios(quick, seed).len()
+    );
+    let jobs = balance_runs::jobs(quick, seed);
+    let results = parallel_map(&jobs, |job| balance_runs::run_job(job, &gossip));
+    let balance = balance_runs::group(&jobs, results);
 
     plot_membership(&plot_dir, &rows)?;
     plot_balance(&plot_dir, &balance)?;
@@ -48,6 +58,32 @@ pub fn run(out: &Path, quick: bool, seed: u64) -> Result<()> {
     });
     let path = out.join("simulation.md");
     std::fs::write(&path, md).with_context(|| format!("writing {}", path.display()))
+}
+
+/// `f` over every item on as many threads as there are cores, results in item order.
+/// Each run is a pure function of its inputs, so threads change nothing but the time.
+fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<R>>> = Mutex::new((0..items.len()).map(|_| None).collect());
+    std::thread::scope(|scope| {
+        for _ in 0..workers.min(items.len()) {
+            scope.spawn(|| {
+                loop {
+                    let index = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(item) = items.get(index) else { break };
+                    let result = f(item);
+                    results.lock().unwrap_or_else(|p| p.into_inner())[index] = Some(result);
+                }
+            });
+        }
+    });
+    results
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner())
+        .into_iter()
+        .flatten()
+        .collect()
 }
 
 fn plot_membership(dir: &Path, rows: &[MembershipRow]) -> Result<()> {
@@ -66,7 +102,9 @@ fn plot_membership(dir: &Path, rows: &[MembershipRow]) -> Result<()> {
                 } else {
                     settings
                 };
-                let row = rows.iter().find(|r| r.nodes == *n && r.settings == settings)?;
+                let row = rows
+                    .iter()
+                    .find(|r| r.nodes == *n && r.settings == settings)?;
                 Some((x as f64, row.detection_all(0.99)?))
             })
             .collect();
@@ -93,7 +131,9 @@ fn plot_membership(dir: &Path, rows: &[MembershipRow]) -> Result<()> {
     let mut lines = Vec::new();
     let mut x_max: f64 = 0.5;
     for n in sizes {
-        let Some(row) = rows.iter().find(|r| r.nodes == n && r.settings == Settings::Proxy)
+        let Some(row) = rows
+            .iter()
+            .find(|r| r.nodes == n && r.settings == Settings::Proxy)
         else {
             continue;
         };
@@ -124,7 +164,10 @@ fn plot_balance(dir: &Path, balance: &[Vec<crate::balance::ScenarioResult>]) -> 
         .iter()
         .filter_map(|runs| runs.first().map(|r| r.name.clone()))
         .collect();
-    let series: Vec<String> = POLICIES.iter().map(|p| policy_name(*p).to_owned()).collect();
+    let series: Vec<String> = POLICIES
+        .iter()
+        .map(|p| policy_name(*p).to_owned())
+        .collect();
     let values: Vec<Vec<f64>> = balance
         .iter()
         .map(|runs| {

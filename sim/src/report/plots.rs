@@ -57,10 +57,9 @@ pub fn lines(path: &Path, axes: &Axes<'_>, lines: &[Line]) -> Result<()> {
         .map_err(wrap)?;
     let names = axes.x_names;
     let format_x = |x: &f64| match names {
-        Some(names) if (x - x.round()).abs() < 1e-6 => names
-            .get(x.round() as usize)
-            .cloned()
-            .unwrap_or_default(),
+        Some(names) if (x - x.round()).abs() < 1e-6 => {
+            names.get(x.round() as usize).cloned().unwrap_or_default()
+        }
         Some(_) => String::new(),
         None => format!("{x}"),
     };
@@ -82,7 +81,9 @@ pub fn lines(path: &Path, axes: &Axes<'_>, lines: &[Line]) -> Result<()> {
             ))
             .map_err(wrap)?
             .label(line.name.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], colour.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 24, y)], colour.stroke_width(2))
+            });
         if names.is_some() {
             chart
                 .draw_series(
@@ -122,7 +123,10 @@ pub fn bars(path: &Path, axes: &Axes<'_>, series: &[String], values: &[Vec<f64>]
         // Group g spans [g, g+1): name it at its centre.
         let centre = x - 0.5;
         if (centre - centre.round()).abs() < 1e-6 {
-            names.get(centre.round() as usize).cloned().unwrap_or_default()
+            names
+                .get(centre.round() as usize)
+                .cloned()
+                .unwrap_or_default()
         } else {
             String::new()
         }
@@ -142,10 +146,7 @@ pub fn bars(path: &Path, axes: &Axes<'_>, series: &[String], values: &[Vec<f64>]
         let colour = COLOURS[s % COLOURS.len()];
         let rects = values.iter().enumerate().map(|(g, row)| {
             let left = g as f64 + 0.1 + s as f64 * width;
-            Rectangle::new(
-                [(left, 0.0), (left + width * 0.9, row[s])],
-                colour.filled(),
-            )
+            Rectangle::new([(left, 0.0), (left + width * 0.9, row[s])], colour.filled())
         });
         chart
             .draw_series(rects)
@@ -179,7 +180,10 @@ fn draw_target(chart: &mut Chart<'_, '_>, axes: &Axes<'_>) -> Result<()> {
     let x_max = chart.x_range().end;
     let dashes = (0..40).map(|i| {
         let from = x_max * f64::from(i) / 40.0;
-        PathElement::new(vec![(from, y), (from + x_max / 80.0, y)], BLACK.stroke_width(1))
+        PathElement::new(
+            vec![(from, y), (from + x_max / 80.0, y)],
+            BLACK.stroke_width(1),
+        )
     });
     chart.draw_series(dashes).map_err(wrap)?;
     chart
