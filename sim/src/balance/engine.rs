@@ -12,8 +12,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
-use remesh_proxy::balance::{NodeLoad, PeerSelector, Snapshot, selector_for};
-use remesh_proxy::config::Policy;
+use remesh_proxy::balance::{NodeLoad, PeerSelector, Snapshot};
 use remesh_proxy::load::LoadRecord;
 use remesh_proxy::operation_name::NodeId;
 use remesh_proxy::route::Target;
@@ -45,7 +44,7 @@ impl GossipDelay {
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     pub capacities: Vec<u32>,
-    pub policy: Policy,
+    pub policy: super::Balancer,
     /// `affinity`'s bound (the proxy's `affinity_load_factor`, 1.25 by default).
     pub load_factor: f64,
     pub heartbeat: Micros,
@@ -160,7 +159,7 @@ pub fn run(actions: &[Action], config: &EngineConfig) -> PolicyRun {
         nodes,
         index: ids.iter().cloned().zip(0..).collect(),
         ids,
-        selector: selector_for(config.policy, config.load_factor),
+        selector: config.policy.selector(config.load_factor),
         queue: EventQueue::default(),
         config,
         rng: StdRng::seed_from_u64(config.seed),

@@ -8,8 +8,10 @@
 
 pub mod engine;
 pub mod ideal;
+pub mod what_if;
 pub mod workload;
 
+use remesh_proxy::balance::{PeerSelector, selector_for};
 use remesh_proxy::config::Policy;
 
 use crate::clock::{Micros, seconds};
@@ -18,13 +20,36 @@ use crate::stats::quantile;
 use engine::{EngineConfig, GossipDelay};
 use workload::WorkloadConfig;
 
-pub const POLICIES: [Policy; 3] = [Policy::LeastLoaded, Policy::P2c, Policy::Affinity];
+/// A balancing policy: one of the proxy's, or the sim's what-if.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balancer {
+    Proxy(Policy),
+    LowestUtilisation,
+}
 
-pub fn policy_name(policy: Policy) -> &'static str {
+impl Balancer {
+    pub fn selector(self, load_factor: f64) -> Box<dyn PeerSelector> {
+        match self {
+            Self::Proxy(policy) => selector_for(policy, load_factor),
+            Self::LowestUtilisation => Box::new(what_if::LowestUtilisation),
+        }
+    }
+}
+
+/// The proxy's three policies, then the what-if.
+pub const POLICIES: [Balancer; 4] = [
+    Balancer::Proxy(Policy::LeastLoaded),
+    Balancer::Proxy(Policy::P2c),
+    Balancer::Proxy(Policy::Affinity),
+    Balancer::LowestUtilisation,
+];
+
+pub fn policy_name(policy: Balancer) -> &'static str {
     match policy {
-        Policy::LeastLoaded => "least-loaded",
-        Policy::P2c => "p2c",
-        Policy::Affinity => "affinity",
+        Balancer::Proxy(Policy::LeastLoaded) => "least-loaded",
+        Balancer::Proxy(Policy::P2c) => "p2c",
+        Balancer::Proxy(Policy::Affinity) => "affinity",
+        Balancer::LowestUtilisation => "what-if: lowest utilisation",
     }
 }
 
@@ -42,7 +67,7 @@ pub struct Scenario {
 
 #[derive(Clone)]
 pub struct PolicyResult {
-    pub policy: Policy,
+    pub policy: Balancer,
     pub makespan_s: f64,
     pub p99_wait_s: f64,
     pub forwards_per_action: f64,
@@ -180,7 +205,7 @@ mod tests {
         }
         // Affinity always has an owner within its bound to send to.
         let affinity = &result.policies[2];
-        assert_eq!(affinity.policy, Policy::Affinity);
+        assert_eq!(affinity.policy, Balancer::Proxy(Policy::Affinity));
         assert!(
             affinity.makespan_s < 1.2 * result.ideal_makespan_s,
             "{result:?}"
@@ -202,7 +227,7 @@ mod tests {
             result
                 .policies
                 .iter()
-                .find(|r| r.policy == p)
+                .find(|r| r.policy == Balancer::Proxy(p))
                 .unwrap()
                 .cache_hit_rate
         };

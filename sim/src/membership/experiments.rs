@@ -8,7 +8,7 @@ use remesh_proxy::load::LoadRecord;
 
 use super::cluster::{Cluster, ClusterConfig};
 use super::node::{Observed, node_id};
-use crate::clock::{Micros, SECONDS, seconds};
+use crate::clock::{MILLIS, Micros, SECONDS, seconds};
 
 /// The time by which `fraction` of `times` had happened (`None` entries never did),
 /// or `None` when fewer than that many ever did.
@@ -34,17 +34,17 @@ pub struct Detection {
     pub down_all: Option<f64>,
 }
 
-/// Crashes `crashes` distinct random nodes one after the other, `window` apart, after a
-/// `warmup`, and times how long the survivors take to declare each one down.
+/// Crashes `crashes` distinct random nodes of a running cluster one after the other and
+/// times how long the survivors take to declare each one down. Each crash is watched
+/// until every survivor has declared it (then one more second, so stragglers settle) or
+/// for at most `max_window`.
 pub fn detection(
-    config: &ClusterConfig,
+    cluster: &mut Cluster,
     crashes: usize,
-    warmup: Micros,
-    window: Micros,
+    max_window: Micros,
+    seed: u64,
 ) -> Vec<Detection> {
-    let mut cluster = Cluster::new(config);
-    let mut rng = StdRng::seed_from_u64(config.seed ^ 0xdead);
-    cluster.run_until(warmup);
+    let mut rng = StdRng::seed_from_u64(seed ^ 0xdead);
     let mut results = Vec::new();
     for _ in 0..crashes.min(cluster.len().saturating_sub(2)) {
         let alive: Vec<_> = cluster.alive().collect();
@@ -52,7 +52,24 @@ pub fn detection(
         let start = cluster.now();
         let log_start = cluster.log.len();
         cluster.crash(victim);
-        cluster.run_until(start + window);
+        let survivors = alive.len() - 1;
+        let mut declared = vec![false; cluster.len()];
+        let mut count = 0;
+        let mut scanned = log_start;
+        while cluster.now() < start + max_window && count < survivors {
+            cluster.run_until(cluster.now() + 250 * MILLIS);
+            for entry in &cluster.log[scanned..] {
+                if matches!(entry.what, Observed::Down(_))
+                    && entry.subject() == victim
+                    && !declared[entry.observer]
+                {
+                    declared[entry.observer] = true;
+                    count += 1;
+                }
+            }
+            scanned = cluster.log.len();
+        }
+        cluster.run_until(cluster.now() + SECONDS);
         let since = |at: Micros| seconds(at - start);
         let entries = &cluster.log[log_start..];
         let first_suspect = entries
@@ -132,17 +149,16 @@ pub struct PropagationRun {
     pub packets_per_node_second: f64,
 }
 
-/// Changes the load of a random node `changes` times, `spacing` apart, after a
-/// `warmup`: idle to full or back, a change the proxy sends at once.
+/// Changes the load of a random node of a running cluster `changes` times, `spacing`
+/// apart: idle to full or back, a change the proxy sends at once.
 pub fn propagation(
-    config: &ClusterConfig,
+    cluster: &mut Cluster,
     changes: usize,
-    warmup: Micros,
     spacing: Micros,
+    seed: u64,
 ) -> PropagationRun {
-    let mut cluster = Cluster::new(config);
-    let mut rng = StdRng::seed_from_u64(config.seed ^ 0x10ad);
-    cluster.run_until(warmup);
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x10ad);
+    let begin = cluster.now();
     let (bytes, packets) = (cluster.bytes_sent, cluster.packets_sent);
     let mut spreads = Vec::new();
     for _ in 0..changes {
@@ -179,7 +195,7 @@ pub fn propagation(
             delays,
         });
     }
-    let node_seconds = cluster.len() as f64 * seconds(cluster.now() - warmup);
+    let node_seconds = cluster.len() as f64 * seconds(cluster.now() - begin);
     PropagationRun {
         spreads,
         bytes_per_node_second: (cluster.bytes_sent - bytes) as f64 / node_seconds,
@@ -187,8 +203,9 @@ pub fn propagation(
     }
 }
 
-/// A warm-up long enough for every node to have heard every other's load.
-pub const WARMUP: Micros = 10 * SECONDS;
+/// A warm-up long enough for every node to have heard every other's load (records go
+/// out every second and reach 99% of 1,000 nodes within about one more).
+pub const WARMUP: Micros = 5 * SECONDS;
 
 #[cfg(test)]
 mod tests {
@@ -224,7 +241,9 @@ mod tests {
             config.foca.suspect_to_down_after,
             foca::Config::new_lan(NonZeroU32::new(10).unwrap()).suspect_to_down_after
         );
-        let results = detection(&config, 2, WARMUP, 20 * SECONDS);
+        let mut cluster = Cluster::new(&config);
+        cluster.run_until(WARMUP);
+        let results = detection(&mut cluster, 2, 20 * SECONDS, 1);
         assert_eq!(results.len(), 2);
         for result in results {
             let all = result.down_all.expect("every survivor declares the crash");
@@ -244,7 +263,9 @@ mod tests {
 
     #[test]
     fn a_load_change_reaches_every_node_quickly() {
-        let run = propagation(&config(10, 0.0), 3, WARMUP, 3 * SECONDS);
+        let mut cluster = Cluster::new(&config(10, 0.0));
+        cluster.run_until(WARMUP);
+        let run = propagation(&mut cluster, 3, 3 * SECONDS, 1);
         assert!(run.bytes_per_node_second > 100.0, "{run:?}");
         for spread in run.spreads {
             assert_eq!(spread.delays.len(), 9);

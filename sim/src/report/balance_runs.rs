@@ -8,13 +8,16 @@ use crate::clock::{MILLIS, Micros, SECONDS};
 pub const NODES: usize = 100;
 
 pub fn scenarios(quick: bool, seed: u64) -> Vec<Scenario> {
-    let actions = if quick { 3_000 } else { 20_000 };
+    let actions = if quick { 3_000 } else { 10_000 };
     let capacities = mixed_capacities(NODES);
     let zipf = Entry::Zipf { exponent: 1.0 };
+    // Bursts (arrivals at twice the capacity: queues build, then drain) are where
+    // makespan measures balancing; at steady load it mostly measures the last action.
     [
-        ("one entry node, load 0.9", Entry::OneNode, 0.9),
-        ("Zipf(1) entry, load 0.9", zipf, 0.9),
-        ("Zipf(1) entry, load 0.5", zipf, 0.5),
+        ("burst ×2, one entry node", Entry::OneNode, 2.0),
+        ("burst ×2, Zipf entry", zipf, 2.0),
+        ("steady 0.9, one entry node", Entry::OneNode, 0.9),
+        ("steady 0.9, Zipf entry", zipf, 0.9),
     ]
     .into_iter()
     .map(|(name, entry, load)| Scenario {
@@ -26,7 +29,7 @@ pub fn scenarios(quick: bool, seed: u64) -> Vec<Scenario> {
 }
 
 pub fn seeds(quick: bool) -> u64 {
-    if quick { 1 } else { 3 }
+    if quick { 1 } else { 2 }
 }
 
 /// The gossip delay model: measured delays (seconds) of load records in the simulated

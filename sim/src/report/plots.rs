@@ -144,15 +144,34 @@ pub fn bars(path: &Path, axes: &Axes<'_>, series: &[String], values: &[Vec<f64>]
     let width = 0.8 / series.len().max(1) as f64;
     for (s, name) in series.iter().enumerate() {
         let colour = COLOURS[s % COLOURS.len()];
+        let left = |g: usize| g as f64 + 0.1 + s as f64 * width;
+        // Bars taller than the axis are cut at its top and carry their value.
         let rects = values.iter().enumerate().map(|(g, row)| {
-            let left = g as f64 + 0.1 + s as f64 * width;
-            Rectangle::new([(left, 0.0), (left + width * 0.9, row[s])], colour.filled())
+            Rectangle::new(
+                [
+                    (left(g), 0.0),
+                    (left(g) + width * 0.9, row[s].min(axes.y_max)),
+                ],
+                colour.filled(),
+            )
         });
         chart
             .draw_series(rects)
             .map_err(wrap)?
             .label(name.clone())
             .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 16, y + 6)], colour.filled()));
+        let clipped = values
+            .iter()
+            .enumerate()
+            .filter(|(_, row)| row[s] > axes.y_max)
+            .map(|(g, row)| {
+                Text::new(
+                    format!("{:.0}×", row[s]),
+                    (left(g), axes.y_max * 0.92),
+                    ("sans-serif", 16).into_font().color(&WHITE),
+                )
+            });
+        chart.draw_series(clipped).map_err(wrap)?;
     }
     draw_target(&mut chart, axes)?;
     chart
@@ -189,7 +208,7 @@ fn draw_target(chart: &mut Chart<'_, '_>, axes: &Axes<'_>) -> Result<()> {
     chart
         .draw_series(std::iter::once(Text::new(
             label.to_owned(),
-            (x_max * 0.78, y),
+            (x_max * 0.01, y),
             ("sans-serif", 15),
         )))
         .map_err(wrap)?;
