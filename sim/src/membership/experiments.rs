@@ -254,6 +254,18 @@ mod tests {
     }
 
     #[test]
+    fn runs_are_a_function_of_the_seed() {
+        let run = |seed| {
+            let mut config = config(10, 0.05);
+            config.seed = seed;
+            let run = quiet_run(&config, WARMUP, 10 * SECONDS);
+            (run.bytes_per_node_second, run.false_suspicions)
+        };
+        assert_eq!(run(3), run(3));
+        assert_ne!(run(3).0, run(4).0);
+    }
+
+    #[test]
     fn a_quiet_lossless_cluster_raises_no_suspicion() {
         let run = quiet_run(&config(10, 0.0), WARMUP, 30 * SECONDS);
         assert_eq!(run.false_suspicions, 0);
