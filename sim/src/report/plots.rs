@@ -61,7 +61,8 @@ pub fn lines(path: &Path, axes: &Axes<'_>, lines: &[Line]) -> Result<()> {
             names.get(x.round() as usize).cloned().unwrap_or_default()
         }
         Some(_) => String::new(),
-        None => format!("{x}"),
+        // Two decimals at most: tick positions are sums of floating-point steps.
+        None => format!("{}", (x * 100.0).round() / 100.0),
     };
     let mut mesh = chart.configure_mesh();
     mesh.x_desc(axes.x)
