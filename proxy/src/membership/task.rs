@@ -45,6 +45,12 @@ pub struct MembershipSettings {
     pub events: MembershipEvents,
 }
 
+/// The foca settings every node runs with (public so the simulator drives the very
+/// same protocol parameters).
+pub fn foca_config() -> foca::Config {
+    foca::Config::new_lan(NonZeroU32::new(10).unwrap_or(NonZeroU32::MIN))
+}
+
 type MeshFoca = Foca<MemberIdentity, PostcardCodec, StdRng, LoadBook>;
 
 /// Timers foca asked for, delivered in deadline order (ties in request order).
@@ -108,7 +114,7 @@ pub async fn run<S: ViewSink>(
     metrics: ProxyMetrics,
     shutdown: CancellationToken,
 ) {
-    let config = foca::Config::new_lan(NonZeroU32::new(10).unwrap_or(NonZeroU32::MIN));
+    let config = foca_config();
     let max_packet = config.max_packet_size.get();
     let book = LoadBook::default();
     let heard = book.heard.clone();
