@@ -80,6 +80,34 @@ pub struct Config {
     /// concurrency limit would instead accept the streams and park them in the server.
     /// Bazel opens ~100 per channel; must not be zero.
     pub max_concurrent_streams: u32,
+    /// Whether actions run in a bubblewrap sandbox (Debian package `bubblewrap`): no
+    /// network, no capabilities, no view of the data directory, read-only system
+    /// directories. `required` (or its synonym `bwrap`) probes bwrap at start-up and
+    /// refuses to start when it cannot sandbox: there is no best-effort mode, because
+    /// silently running unsandboxed is exactly what an operator who asked for a
+    /// sandbox must never get.
+    pub sandbox: SandboxMode,
+    /// The bubblewrap binary; an absolute path, so the executor's PATH never decides
+    /// what runs every action.
+    pub bwrap_path: PathBuf,
+    /// Bound on one action's output: every output file plus stdout and stderr. An
+    /// action past it completes RESOURCE_EXHAUSTED (the client may retry elsewhere)
+    /// and nothing of it is cached; stdout and stderr are cut at it while the action
+    /// runs, and the action is killed. Outputs must also fit in `cas_max_bytes`.
+    pub max_output_bytes: u64,
+}
+
+/// `sandbox`: how actions are isolated.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxMode {
+    /// Actions run directly on the host, as the executor's user.
+    #[default]
+    Off,
+    /// Every action runs under bubblewrap; start-up fails when bwrap cannot sandbox.
+    #[serde(alias = "bwrap")]
+    #[value(alias = "bwrap")]
+    Required,
 }
 
 impl Default for Config {
@@ -106,6 +134,9 @@ impl Default for Config {
             max_batch_bytes: 4 << 20,
             max_message_bytes: 8 << 20,
             max_concurrent_streams: 200,
+            sandbox: SandboxMode::Off,
+            bwrap_path: PathBuf::from("/usr/bin/bwrap"),
+            max_output_bytes: 4 << 30,
         }
     }
 }
@@ -201,6 +232,15 @@ impl Config {
             return Err(invalid(
                 "max_message_bytes",
                 "must exceed max_batch_bytes by at least 64 KiB for message framing",
+            ));
+        }
+        if self.max_output_bytes == 0 {
+            return Err(invalid("max_output_bytes", "must not be zero"));
+        }
+        if self.sandbox != SandboxMode::Off && !self.bwrap_path.is_absolute() {
+            return Err(invalid(
+                "bwrap_path",
+                format!("{} must be an absolute path", self.bwrap_path.display()),
             ));
         }
         Ok(())
@@ -317,6 +357,12 @@ pub struct Args {
     pub max_message_bytes: Option<usize>,
     #[arg(long, env = "REMESH_EXECUTOR_MAX_CONCURRENT_STREAMS")]
     pub max_concurrent_streams: Option<u32>,
+    #[arg(long, env = "REMESH_EXECUTOR_SANDBOX", value_enum)]
+    pub sandbox: Option<SandboxMode>,
+    #[arg(long, env = "REMESH_EXECUTOR_BWRAP_PATH")]
+    pub bwrap_path: Option<PathBuf>,
+    #[arg(long, env = "REMESH_EXECUTOR_MAX_OUTPUT_BYTES")]
+    pub max_output_bytes: Option<u64>,
 }
 
 impl Args {
@@ -348,6 +394,9 @@ impl Args {
             max_message_bytes,
             max_concurrent_streams,
             backing_instance_name,
+            sandbox,
+            bwrap_path,
+            max_output_bytes,
         );
         // Optional fields: a flag sets them, an empty one clears the file's value.
         macro_rules! apply_optional {
@@ -435,3 +484,7 @@ mod tests {
 #[cfg(test)]
 #[path = "config_limits_tests.rs"]
 mod limits_tests;
+
+#[cfg(test)]
+#[path = "config_sandbox_tests.rs"]
+mod sandbox_tests;

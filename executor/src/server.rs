@@ -8,12 +8,12 @@ use std::net::SocketAddr;
 
 use serde::Serialize;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 
-use crate::config::Config;
+use crate::config::{Config, SandboxMode};
 use crate::execution::Engine;
+use crate::execution::sandbox::{Sandbox, SandboxError};
 use crate::grpc_metrics::GrpcMetricsLayer;
 use crate::metrics::{self, Metrics};
 use crate::service;
@@ -69,6 +69,8 @@ pub enum RunError {
     },
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
 }
 
 /// One executor's state, opened and ready to serve.
@@ -81,7 +83,8 @@ pub struct Executor {
 }
 
 impl Executor {
-    /// Creates the data directory and opens storage (indexing what a previous run left).
+    /// Creates the data directory, opens storage (indexing what a previous run left)
+    /// and, with `sandbox = "required"`, proves bwrap can sandbox on this host.
     pub async fn open(config: Config) -> Result<Self, RunError> {
         tokio::fs::create_dir_all(&config.data_dir)
             .await
@@ -91,6 +94,14 @@ impl Executor {
             })?;
         let metrics = Metrics::new();
         let cas = Cas::open(&config, metrics.clone()).await?;
+        if config.sandbox == SandboxMode::Required {
+            // Once here rather than at the first action: an executor that cannot
+            // sandbox must not start, let alone report capacity and take work.
+            Sandbox::new(config.bwrap_path.clone())
+                .probe(&cas.scratch_dir())
+                .await?;
+            tracing::info!(bwrap = %config.bwrap_path.display(), "actions run sandboxed");
+        }
         let action_cache = ActionCache::open(&config, cas.clone()).await?;
         let engine = Engine::start(&config, cas.clone(), action_cache.clone(), metrics.clone());
         Ok(Self {
@@ -133,14 +144,14 @@ impl Executor {
             ))
             .add_service(health_service.clone())
             .serve_with_incoming_shutdown(
-                TcpListenerStream::new(listeners.grpc),
+                no_delay(listeners.grpc),
                 stop_serving.clone().cancelled_owned(),
             );
         let load_server = Server::builder()
             .add_routes(service::load_routes(&config, &engine))
             .add_service(health_service)
             .serve_with_incoming_shutdown(
-                TcpListenerStream::new(listeners.load),
+                no_delay(listeners.load),
                 stop_serving.clone().cancelled_owned(),
             );
         let metrics_server =
@@ -175,4 +186,11 @@ pub async fn run(
         .await?
         .serve(listeners, shutdown)
         .await
+}
+
+/// Accepted connections with Nagle's algorithm off: gRPC writes small frames (headers,
+/// short replies, trailers) and waits for answers, and with Nagle on each of those
+/// writes can sit out a delayed-ACK timeout (about 40 ms) before it leaves.
+fn no_delay(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
 }

@@ -1,21 +1,31 @@
-//! The admin HTTP port: `/metrics` (Prometheus), `/healthz` (the process serves),
-//! `/readyz` (the backend reports capacity, so this node takes work), and `/cluster`
-//! (every member with state, addresses, load and the age of its last load record,
-//! as JSON). Plain HTTP/1.1 and h2c: meant for scrapers, probes and people.
+//! The admin HTTP port: `/` (a live status page for people), `/metrics`
+//! (Prometheus), `/healthz` (the process serves), `/readyz` (the backend reports
+//! capacity, so this node takes work), and `/cluster` (every member with state,
+//! addresses, load and the age of its last load record, forwards per peer and recent
+//! membership events, as JSON). Plain HTTP/1.1 and h2c: meant for scrapers, probes and
+//! people. It only reads cluster state; nothing here changes routing.
+//!
+//! - `cluster_json`: the `/cluster` report.
+//! - `status_page`: the HTML page at `/`, which polls `/cluster`.
+
+pub mod cluster_json;
+pub mod status_page;
 
 use std::convert::Infallible;
 use std::sync::Arc;
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
+use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use serde::Serialize;
 use tokio::net::TcpListener;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::load::LoadRecord;
-use crate::membership::{ClusterView, PeerState};
+pub use cluster_json::{ClusterReport, MemberReport, cluster_report, full_report};
+
+use crate::membership::MembershipEvents;
 use crate::mesh::Mesh;
 use crate::metrics::ProxyMetrics;
 
@@ -24,94 +34,72 @@ use crate::metrics::ProxyMetrics;
 pub struct AdminState {
     pub metrics: ProxyMetrics,
     pub mesh: Arc<Mesh>,
+    /// Recent membership changes, written by the membership task.
+    pub events: MembershipEvents,
+    /// When this proxy started, for the uptime shown to people.
+    pub started: Instant,
 }
 
-#[derive(Debug, Serialize, serde::Deserialize)]
-pub struct ClusterReport {
-    pub node_id: String,
-    pub members: Vec<MemberReport>,
-    pub cluster_queue_depth: u64,
-}
-
-#[derive(Debug, Serialize, serde::Deserialize)]
-pub struct MemberReport {
-    pub node_id: String,
-    pub state: String,
-    pub gossip_addr: String,
-    pub grpc_addr: String,
-    pub generation: u64,
-    pub local: bool,
-    pub leaving: bool,
-    pub load: Option<LoadRecord>,
-    /// Seconds since the member's last load record arrived (0 for this node).
-    pub load_age_seconds: Option<f64>,
-}
-
-pub fn cluster_report(view: &ClusterView) -> ClusterReport {
-    let mut members = vec![MemberReport {
-        node_id: view.local.node_id.to_string(),
-        state: PeerState::Alive.label().into(),
-        gossip_addr: view.local.gossip_addr.to_string(),
-        grpc_addr: view.local.grpc_addr.to_string(),
-        generation: view.local.generation,
-        local: true,
-        leaving: false,
-        load: Some(view.local_load),
-        load_age_seconds: Some(0.0),
-    }];
-    members.extend(view.peers.iter().map(|peer| MemberReport {
-        node_id: peer.identity.node_id.to_string(),
-        state: peer.state.label().into(),
-        gossip_addr: peer.identity.gossip_addr.to_string(),
-        grpc_addr: peer.identity.grpc_addr.to_string(),
-        generation: peer.identity.generation,
-        local: false,
-        leaving: peer.leaving,
-        load: peer.load,
-        load_age_seconds: peer.load_received.map(|at| at.elapsed().as_secs_f64()),
-    }));
-    ClusterReport {
-        node_id: view.local.node_id.to_string(),
-        cluster_queue_depth: view.cluster_queue_depth(),
-        members,
+impl AdminState {
+    /// State for a proxy starting now.
+    pub fn new(metrics: ProxyMetrics, mesh: Arc<Mesh>, events: MembershipEvents) -> Self {
+        Self {
+            metrics,
+            mesh,
+            events,
+            started: Instant::now(),
+        }
     }
 }
 
-fn respond(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+fn respond(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body));
     *response.status_mut() = status;
-    response.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static(content_type),
-    );
     response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    respond(status, "text/plain", Bytes::from_static(body.as_bytes()))
 }
 
 fn handle(state: &AdminState, request: &Request<Incoming>) -> Response<Full<Bytes>> {
     match request.uri().path() {
+        "/" => status_page::response(),
         "/metrics" => respond(
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            state.metrics.render(),
+            Bytes::from(state.metrics.render()),
         ),
-        "/healthz" => respond(StatusCode::OK, "text/plain", "ok\n".into()),
+        "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" => {
             if state.mesh.view().local_load.max_concurrency > 0 {
-                respond(StatusCode::OK, "text/plain", "ready\n".into())
+                text(StatusCode::OK, "ready\n")
             } else {
-                respond(
+                text(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "text/plain",
-                    "backend reports no capacity\n".into(),
+                    "backend reports no capacity\n",
                 )
             }
         }
         "/cluster" => {
-            let report = cluster_report(&state.mesh.view());
+            let report = full_report(
+                &state.mesh.view(),
+                &state.metrics,
+                &state.events,
+                state.started.elapsed(),
+            );
             let body = serde_json::to_string_pretty(&report).unwrap_or_default();
-            respond(StatusCode::OK, "application/json", body)
+            let mut response = respond(StatusCode::OK, "application/json", Bytes::from(body));
+            // The page polls this: a cached copy would show a frozen cluster.
+            response
+                .headers_mut()
+                .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            response
         }
-        _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
 }
 

@@ -21,7 +21,8 @@
 //!   published cluster view.
 //! - `mesh`: the router's side of the cluster: view, peer channels, own forwards.
 //! - `balance`: `PeerSelector` policies, pure functions of a load snapshot.
-//! - `admin`: `/metrics`, `/healthz`, `/readyz`, `/cluster`.
+//! - `admin`: the status page, `/metrics`, `/healthz`, `/readyz`, `/cluster`.
+//! - `trace_context`: W3C `traceparent` read into each request's span.
 //! - `load`: a node's load, from the executor or counted by the proxy.
 //! - `metrics`: Prometheus families.
 //! - `body`: the body type every layer passes on.
@@ -50,6 +51,7 @@ pub mod operation_name;
 pub mod route;
 pub mod server;
 pub mod tls;
+pub mod trace_context;
 pub mod wire;
 
 pub use config::{Config, ServeArgs};

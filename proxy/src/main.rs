@@ -1,21 +1,35 @@
 //! `remesh-proxy`: `serve` runs one proxy; `up` runs a whole loopback cluster;
-//! `keygen` prints a fresh gossip keyring.
+//! `keygen` prints a fresh gossip keyring; `status` prints a running node's view of
+//! the cluster.
 //! Parses flags and config, sets up logging, binds, prints the ready line, calls `run`.
 #![forbid(unsafe_code)]
 
 use std::io::Write;
+use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use remesh_proxy::{Listeners, ServeArgs};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
+mod status_cli;
 mod up;
 mod up_pki;
 
 #[derive(Parser)]
 #[command(name = "remesh-proxy", version, about = "The remesh cluster proxy")]
 struct Cli {
+    /// Log lines on stderr as human-readable text or as one JSON object per line.
+    /// `up` passes the environment variable, not the flag, on to its nodes.
+    #[arg(
+        long,
+        global = true,
+        env = "REMESH_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -30,25 +44,58 @@ enum Command {
     /// `remesh-proxy keygen > keyring && chmod 600 keyring`. To rotate, add its
     /// key line second in every node's file, then first, then drop the old line.
     Keygen,
+    /// Print the members of the cluster as a running node's admin port reports them.
+    Status(status_cli::StatusArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Logs go to stderr (stdout carries the ready line); `RUST_LOG` filters, default info.
+/// In JSON each event is one object with its fields and span fields (`node`, `op`,
+/// `trace_id`, `peer`) at hand for log pipelines; panics are logged the same way so
+/// that stderr stays parseable.
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => {
+            builder
+                .json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .with_span_list(true)
+                .init();
+            std::panic::set_hook(Box::new(|info| tracing::error!(panic = %info, "panic")));
+        }
+    }
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match Cli::parse().command {
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let result = match cli.command {
         Command::Serve(args) => serve(*args).await,
         Command::Up(args) => up::up(args).await,
-        Command::Keygen => {
-            let keyring = remesh_proxy::gossip_seal::Keyring::generate();
-            let mut stdout = std::io::stdout().lock();
-            stdout.write_all(keyring.export_secret_text().as_bytes())?;
-            stdout.flush()?;
-            Ok(())
+        Command::Keygen => keygen(),
+        Command::Status(args) => return status_cli::run(args).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            match cli.log_format {
+                LogFormat::Text => eprintln!("Error: {error:?}"),
+                LogFormat::Json => tracing::error!(error = format!("{error:#}"), "exiting"),
+            }
+            ExitCode::FAILURE
         }
     }
 }
@@ -64,8 +111,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config
         .check_security_at_start()
         .context("insecure configuration")?;
+    // Handlers first, ready line after: a supervisor may send SIGTERM as soon as it has
+    // read the line, and an uninstalled handler would kill the proxy without a leave.
     let shutdown = CancellationToken::new();
-    tokio::spawn(signal_shutdown(shutdown.clone()));
+    let term = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
+    let interrupt = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
+    tokio::spawn(signal_shutdown(term, interrupt, shutdown.clone()));
     let server = tokio::spawn(remesh_proxy::run(config, listeners, shutdown));
     // The sockets are bound, so connections queue from here on.
     let mut stdout = std::io::stdout().lock();
@@ -79,12 +130,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn signal_shutdown(shutdown: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+async fn signal_shutdown(mut term: Signal, mut interrupt: Signal, shutdown: CancellationToken) {
     tokio::select! {
         _ = term.recv() => {},
-        _ = tokio::signal::ctrl_c() => {},
+        _ = interrupt.recv() => {},
     }
     shutdown.cancel();
+}
+
+/// Prints a fresh keyring: one random key, in the file format.
+fn keygen() -> anyhow::Result<()> {
+    let keyring = remesh_proxy::gossip_seal::Keyring::generate();
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(keyring.export_secret_text().as_bytes())?;
+    stdout.flush()?;
+    Ok(())
 }

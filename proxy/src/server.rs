@@ -24,11 +24,12 @@ use crate::load::{LoadRecord, OpenExecutions, executor_watch};
 use crate::membership::GossipSocket;
 use crate::membership::gossip_socket::{KEYRING_RELOAD_INTERVAL, watch_keyring};
 use crate::membership::identity::generation_now;
-use crate::membership::{self, ClusterView, MemberIdentity, MembershipSettings};
+use crate::membership::{self, ClusterView, MemberIdentity, MembershipEvents, MembershipSettings};
 use crate::mesh::Mesh;
 use crate::metrics::ProxyMetrics;
 use crate::route::{Router, RouterConfig};
 use crate::tls::{BuildError, Reloading, TlsConnector};
+use crate::trace_context::TraceContextLayer;
 
 /// Connections to the local backend, used in turn (see `Http2Channel::with_connections`).
 const BACKEND_CONNECTIONS: usize = 4;
@@ -173,12 +174,14 @@ pub async fn run(
         balance::selector_for(config.policy, config.affinity_load_factor),
         peer_settings,
     ));
+    let events = MembershipEvents::default();
     let membership = tokio::spawn(membership::run(
         MembershipSettings {
             identity,
             join: config.join.clone(),
             join_interval: config.join_interval,
             load_heartbeat: config.load_heartbeat,
+            events: events.clone(),
         },
         security.gossip,
         local_load,
@@ -188,15 +191,12 @@ pub async fn run(
     ));
     let admin = tokio::spawn(admin::serve(
         listeners.admin,
-        AdminState {
-            metrics: metrics.clone(),
-            mesh: mesh.clone(),
-        },
+        AdminState::new(metrics.clone(), mesh.clone(), events),
         shutdown.clone(),
     ));
 
     let router = Router::new(RouterConfig {
-        node_id,
+        node_id: node_id.clone(),
         backend,
         peers: mesh,
         max_message_bytes: config.max_message_bytes,
@@ -207,6 +207,7 @@ pub async fn run(
     let metrics_for_listener = metrics.clone();
     let stack = tower::util::BoxCloneService::new(
         tower::ServiceBuilder::new()
+            .layer(TraceContextLayer::new(node_id))
             .layer(EdgeLayer::new(metrics))
             .service(router),
     );

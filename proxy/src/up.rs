@@ -308,7 +308,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     }
     for node in &nodes {
         eprintln!(
-            "{}: {scheme}://{}  admin http://{}/cluster  executor metrics http://{}/metrics  data {}",
+            "{}: {scheme}://{}  status page http://{}/  executor metrics http://{}/metrics  data {}",
             node.node_id,
             node.grpc,
             node.admin,

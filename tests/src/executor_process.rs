@@ -115,7 +115,11 @@ impl ExecutorOptions {
                 process.stderr_tail()
             ),
             Err(mpsc::RecvTimeoutError::Disconnected) => {
-                let status = process.child.wait()?;
+                // Stdout closed: it is exiting; bounded anyway, like every wait here.
+                let child = &mut process.child;
+                let status = poll_until_blocking("remesh-executor to exit", READY_TIMEOUT, || {
+                    Ok(child.try_wait()?)
+                })?;
                 bail!(
                     "remesh-executor exited ({status}) before its ready line; stderr:\n{}",
                     process.stderr_tail()

@@ -25,7 +25,7 @@ use remesh_proto::reapi::{ExecuteRequest, ExecuteResponse};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Config, SandboxMode};
 use crate::digest::BlobDigest;
 use crate::execution::action::{ActionLimits, LoadedAction, load_action};
 use crate::execution::error::ExecutionError;
@@ -34,6 +34,7 @@ use crate::execution::queue::{ActionQueue, QueueClosed, QueueSlot, spawn_runners
 use crate::execution::runner::{
     ActionRunner, WORK_DIR_PREFIX, error_response, remove_work_dir, worker_name,
 };
+use crate::execution::sandbox::Sandbox;
 use crate::metrics::Metrics;
 use crate::storage::{ActionCache, Cas};
 
@@ -86,6 +87,9 @@ impl Engine {
                 limits: limits(config),
                 worker: worker_name(),
                 work_dir_prefix: format!("{WORK_DIR_PREFIX}{}-", uuid::Uuid::new_v4().simple()),
+                sandbox: (config.sandbox == SandboxMode::Required)
+                    .then(|| Arc::new(Sandbox::new(config.bwrap_path.clone()))),
+                max_output_bytes: config.max_output_bytes,
             },
             cas,
             action_cache,

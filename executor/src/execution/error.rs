@@ -11,6 +11,7 @@ use remesh_proto::error_details::{PreconditionFailure, precondition_failure::Vio
 use remesh_proto::{protobuf, rpc};
 
 use crate::digest::BlobDigest;
+use crate::execution::capture::CaptureError;
 use crate::execution::process::ProcessError;
 use crate::storage::StorageError;
 
@@ -107,9 +108,15 @@ impl From<ProcessError> for ExecutionError {
         match error {
             // The Command names a program that cannot run here: the client's to fix.
             ProcessError::Spawn { .. } => Self::InvalidArgument(error.to_string()),
-            ProcessError::OutputFile { source, .. } | ProcessError::Wait(source) => Self::Io {
+            ProcessError::OutputFile { source, .. }
+            | ProcessError::Wait(source)
+            | ProcessError::Capture(CaptureError { source, .. }) => Self::Io {
                 context: "running the action".to_owned(),
                 source,
+            },
+            ProcessError::OutsideSandboxRoot { .. } => Self::Io {
+                context: "running the action".to_owned(),
+                source: std::io::Error::other(error.to_string()),
             },
         }
     }

@@ -7,13 +7,16 @@
 //! - `action`: loading and checking an Action and its Command (paths, argv, timeout).
 //! - `input_tree`: checking and materialising the input root.
 //! - `runner`: one action's run in its work directory.
-//! - `process`: spawning the process (process group, timeout, kill); the sandbox hook.
+//! - `process`: spawning the process (process group, timeout, kill), sandboxed or not.
+//! - `sandbox`: the bubblewrap command line and its start-up probe.
+//! - `capture`: stdout and stderr into files under the output budget.
 //! - `outputs`: collecting outputs into the CAS.
 //! - `error`: the one error type and its statuses.
 //!
 //! It never touches storage internals: only the `Cas` / `ActionCache` contract.
 
 pub mod action;
+pub mod capture;
 pub mod engine;
 pub mod error;
 pub mod input_tree;
@@ -22,6 +25,7 @@ pub mod outputs;
 pub mod process;
 pub mod queue;
 pub mod runner;
+pub mod sandbox;
 
 #[cfg(test)]
 pub(crate) mod test_harness;

@@ -7,6 +7,10 @@
 //! it. Files are hard-linked into a staging directory before `Cas::ingest_file` takes
 //! them, so one file may be reached by several outputs (a file inside an output
 //! directory that is also listed itself). Missing outputs are simply absent.
+//!
+//! The files' total size is bounded (`max_output_bytes` less what stdout and stderr
+//! took): each file is measured before it is ingested, so an action cannot fill the CAS
+//! with outputs past the bound; exceeding it fails the collection as `TooLarge`.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -44,18 +48,21 @@ pub struct CollectedOutputs {
 }
 
 /// Collects `requests` from the input root `root`, staging hard links in `staging` (an
-/// existing directory on the CAS's filesystem).
+/// existing directory on the CAS's filesystem). The files may hold `max_bytes` in all.
 pub async fn collect_outputs(
     cas: &Cas,
     root: &Path,
     staging: &Path,
     requests: &[OutputRequest],
+    max_bytes: u64,
 ) -> Result<CollectedOutputs, ExecutionError> {
     let collector = Collector {
         cas,
         staging,
         next_staged: AtomicU64::new(0),
         entries: AtomicU64::new(0),
+        remaining_bytes: AtomicU64::new(max_bytes),
+        max_bytes,
     };
     let canonical_root = tokio::fs::canonicalize(root)
         .await
@@ -85,7 +92,7 @@ pub async fn collect_outputs(
             if request.kind == OutputKind::Directory {
                 return Err(wrong_type(&request.requested, "directory", "file"));
             }
-            let digest = collector.ingest(&path).await?;
+            let digest = collector.ingest(&path, metadata.len()).await?;
             collected.files.push(OutputFile {
                 path: request.requested.clone(),
                 digest: Some(digest.to_proto()),
@@ -158,14 +165,29 @@ struct Collector<'a> {
     staging: &'a Path,
     next_staged: AtomicU64,
     entries: AtomicU64,
+    /// What is left of the byte bound; charged before each file is ingested.
+    remaining_bytes: AtomicU64,
+    max_bytes: u64,
 }
 
 type WalkFuture<'a> = Pin<Box<dyn Future<Output = Result<Directory, ExecutionError>> + Send + 'a>>;
 
 impl Collector<'_> {
-    /// Hard-links (or, across filesystems, copies) the file into staging and ingests
-    /// the link, leaving the original in place.
-    async fn ingest(&self, path: &Path) -> Result<BlobDigest, ExecutionError> {
+    /// Charges `len` bytes to the bound, then hard-links (or, across filesystems,
+    /// copies) the file into staging and ingests the link, leaving the original in
+    /// place.
+    async fn ingest(&self, path: &Path, len: u64) -> Result<BlobDigest, ExecutionError> {
+        let charged =
+            self.remaining_bytes
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |remaining| {
+                    remaining.checked_sub(len)
+                });
+        if charged.is_err() {
+            return Err(ExecutionError::TooLarge(format!(
+                "the action's outputs, stdout and stderr exceed max_output_bytes ({} bytes); nothing was cached",
+                self.max_bytes
+            )));
+        }
         let staged = self
             .staging
             .join(self.next_staged.fetch_add(1, Ordering::Relaxed).to_string());
@@ -267,7 +289,7 @@ impl Collector<'_> {
                         node_properties: None,
                     });
                 } else if file_type.is_file() {
-                    let digest = self.ingest(&child).await?;
+                    let digest = self.ingest(&child, metadata.len()).await?;
                     directory.files.push(FileNode {
                         name,
                         digest: Some(digest.to_proto()),

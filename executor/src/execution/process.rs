@@ -1,19 +1,38 @@
-//! Spawning one action's process: the only place a child process is started, so a
-//! sandbox wrapper (bubblewrap) slots in here later.
+//! Spawning one action's process: the only place an action's process is started,
+//! directly or wrapped in the bubblewrap sandbox (`sandbox` builds that command line).
 //!
 //! The child gets exactly the given environment, its own process group (so a timeout or
 //! cancel kills every descendant, not just the shell), no stdin, and stdout/stderr
-//! written straight to files: output size is bounded by disk, never by memory. After the
-//! child exits, the group is killed too, so no straggler keeps writing while outputs
-//! are collected.
+//! through pipes copied into files under the `max_output_bytes` budget (`capture`):
+//! bounded on disk, never held in memory. After the child exits, the group is killed
+//! too, so no straggler keeps writing while outputs are collected.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+use crate::execution::capture::{CaptureBudget, CaptureError, spawn_copy};
+use crate::execution::sandbox::Sandbox;
+
+/// After the group is killed, how long the capture of stdout and stderr may take to
+/// reach the end of its pipes. Only a process that left the group (a daemon that called
+/// setsid) can hold a pipe open that long; its remaining output is dropped.
+const CAPTURE_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Running inside the bubblewrap sandbox.
+#[derive(Debug, Clone)]
+pub struct SandboxRun {
+    pub sandbox: Arc<Sandbox>,
+    /// The host directory mounted as the sandbox's input root; `working_directory`
+    /// must lie inside it.
+    pub input_root: PathBuf,
+}
 
 /// What to run and where.
 #[derive(Debug, Clone)]
@@ -27,6 +46,10 @@ pub struct ProcessSpec {
     pub stdout: PathBuf,
     pub stderr: PathBuf,
     pub timeout: Duration,
+    /// Bytes stdout and stderr may hold together; past it the action is killed.
+    pub max_output_bytes: u64,
+    /// `None` runs the process directly on the host.
+    pub sandbox: Option<SandboxRun>,
 }
 
 /// How the process ended.
@@ -39,6 +62,9 @@ pub enum ProcessOutcome {
     TimedOut,
     /// The cancellation token fired and the group was killed.
     Cancelled,
+    /// stdout and stderr together exceeded `max_output_bytes`; the group was killed
+    /// and the files hold the output up to that bound.
+    OutputLimitExceeded,
 }
 
 /// The process could not be started or waited for; nothing is left running.
@@ -56,9 +82,17 @@ pub enum ProcessError {
     },
     #[error("waiting for the action's process: {0}")]
     Wait(std::io::Error),
+    #[error("{0}")]
+    Capture(#[from] CaptureError),
+    /// The sandboxed working directory is not inside the input root (a caller bug).
+    #[error("working directory {working_directory} is not inside the sandbox root {input_root}")]
+    OutsideSandboxRoot {
+        working_directory: PathBuf,
+        input_root: PathBuf,
+    },
 }
 
-/// Runs the process to its end, its timeout, or `cancel`.
+/// Runs the process to its end, its timeout, its output bound, or `cancel`.
 pub async fn run_process(
     spec: &ProcessSpec,
     cancel: &CancellationToken,
@@ -71,19 +105,17 @@ pub async fn run_process(
     };
     let stdout = create_output(&spec.stdout)?;
     let stderr = create_output(&spec.stderr)?;
-    let mut command = tokio::process::Command::new(program_path(program, &spec.working_directory));
+    let mut command = build_command(spec, program, args)?;
     command
-        .args(args)
         .env_clear()
         .envs(spec.environment.iter().map(|(name, value)| (name, value)))
-        .current_dir(&spec.working_directory)
         .stdin(Stdio::null())
-        .stdout(stdout)
-        .stderr(stderr)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
     let mut child = command.spawn().map_err(|source| ProcessError::Spawn {
-        program: program.clone(),
+        program: spawned_program(spec, program),
         source,
     })?;
     // With process_group(0) the group id is the child's pid.
@@ -91,20 +123,105 @@ pub async fn run_process(
         .id()
         .and_then(|pid| i32::try_from(pid).ok())
         .map(Pid::from_raw);
+    let budget = CaptureBudget::new(spec.max_output_bytes);
+    let stop_captures = CancellationToken::new();
+    let mut captures = Vec::with_capacity(2);
+    if let Some(pipe) = child.stdout.take() {
+        let stop = stop_captures.clone();
+        captures.push(spawn_copy(pipe, stdout, &spec.stdout, budget.clone(), stop));
+    }
+    if let Some(pipe) = child.stderr.take() {
+        let stop = stop_captures.clone();
+        captures.push(spawn_copy(pipe, stderr, &spec.stderr, budget.clone(), stop));
+    }
 
     let outcome = tokio::select! {
-        status = child.wait() => {
-            let status = status.map_err(ProcessError::Wait);
-            kill_group(group);
-            return status.map(|status| ProcessOutcome::Exited(exit_code(status)));
-        }
-        () = tokio::time::sleep(spec.timeout) => ProcessOutcome::TimedOut,
-        () = cancel.cancelled() => ProcessOutcome::Cancelled,
+        status = child.wait() => match status {
+            Ok(status) => Ok(ProcessOutcome::Exited(exit_code(status))),
+            Err(error) => Err(ProcessError::Wait(error)),
+        },
+        () = tokio::time::sleep(spec.timeout) => Ok(ProcessOutcome::TimedOut),
+        () = cancel.cancelled() => Ok(ProcessOutcome::Cancelled),
+        () = budget.exceeded().cancelled() => Ok(ProcessOutcome::OutputLimitExceeded),
     };
     kill_group(group);
-    // The leader is dead (or dies now); reap it so no zombie is left.
-    child.wait().await.map_err(ProcessError::Wait)?;
+    // The leader is dead (or dies now); reap it so no zombie is left. After a normal
+    // exit this returns the status already collected.
+    let reaped = child.wait().await.map_err(ProcessError::Wait);
+    finish_captures(captures, &stop_captures).await?;
+    let outcome = outcome?;
+    reaped?;
+    // Output past the bound may have been printed just before a normal exit.
+    if matches!(outcome, ProcessOutcome::Exited(_)) && budget.exceeded().is_cancelled() {
+        return Ok(ProcessOutcome::OutputLimitExceeded);
+    }
     Ok(outcome)
+}
+
+/// The command to spawn: the action's program itself, or bwrap wrapping it.
+fn build_command(
+    spec: &ProcessSpec,
+    program: &str,
+    args: &[String],
+) -> Result<tokio::process::Command, ProcessError> {
+    let Some(run) = &spec.sandbox else {
+        let mut command =
+            tokio::process::Command::new(program_path(program, &spec.working_directory));
+        command.args(args).current_dir(&spec.working_directory);
+        return Ok(command);
+    };
+    let relative = spec
+        .working_directory
+        .strip_prefix(&run.input_root)
+        .map_err(|_| ProcessError::OutsideSandboxRoot {
+            working_directory: spec.working_directory.clone(),
+            input_root: run.input_root.clone(),
+        })?;
+    let mut command = tokio::process::Command::new(run.sandbox.bwrap());
+    // bwrap changes into the working directory inside the sandbox (`--chdir`) and
+    // resolves the program there; on the host side it only needs a directory that
+    // does not depend on the executor's own.
+    command
+        .args(run.sandbox.args(&run.input_root, relative, &spec.argv))
+        .current_dir(&run.input_root);
+    Ok(command)
+}
+
+/// Names what failed to start: bwrap itself when sandboxed (the action's own program
+/// failing inside the sandbox is a normal non-zero exit reported by bwrap).
+fn spawned_program(spec: &ProcessSpec, program: &str) -> String {
+    match &spec.sandbox {
+        Some(run) => run.sandbox.bwrap().display().to_string(),
+        None => program.to_owned(),
+    }
+}
+
+/// Waits for both copies to reach the end of their pipes. A pipe that a process
+/// outside the killed group still holds is given up after `CAPTURE_DRAIN_TIMEOUT`:
+/// the copies stop between writes, so the files are final when this returns.
+async fn finish_captures(
+    captures: Vec<JoinHandle<Result<(), CaptureError>>>,
+    stop: &CancellationToken,
+) -> Result<(), ProcessError> {
+    let all = futures::future::join_all(captures);
+    tokio::pin!(all);
+    let results = match tokio::time::timeout(CAPTURE_DRAIN_TIMEOUT, &mut all).await {
+        Ok(results) => results,
+        Err(_) => {
+            tracing::warn!("an action's output pipe stayed open after its group was killed");
+            stop.cancel();
+            all.await
+        }
+    };
+    for result in results {
+        match result {
+            Ok(result) => result?,
+            Err(join_error) => {
+                tracing::warn!(%join_error, "capturing an action's output failed");
+            }
+        }
+    }
+    Ok(())
 }
 
 fn create_output(path: &Path) -> Result<std::fs::File, ProcessError> {

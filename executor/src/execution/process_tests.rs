@@ -12,6 +12,8 @@ fn spec(dir: &Path, script: &str, timeout: Duration) -> ProcessSpec {
         stdout: dir.join("stdout"),
         stderr: dir.join("stderr"),
         timeout,
+        max_output_bytes: 1 << 20,
+        sandbox: None,
     }
 }
 
@@ -186,4 +188,65 @@ async fn stragglers_are_killed_when_the_leader_exits() {
     assert_eq!(outcome, ProcessOutcome::Exited(0));
     let straggler: i32 = read(&pid_file).trim().parse().unwrap();
     wait_dead(straggler).await;
+}
+
+#[tokio::test]
+async fn printing_past_the_output_bound_kills_and_keeps_exactly_the_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    // Endless output on both streams: only the bound can end it before the timeout.
+    let mut spec = spec(
+        dir.path(),
+        "yes out & yes err >&2; wait",
+        Duration::from_secs(120),
+    );
+    spec.max_output_bytes = 100_000;
+    let started = Instant::now();
+    let outcome = run_process(&spec, &CancellationToken::new()).await.unwrap();
+    assert_eq!(outcome, ProcessOutcome::OutputLimitExceeded);
+    assert!(started.elapsed() < Duration::from_secs(60));
+    let total = std::fs::metadata(&spec.stdout).unwrap().len()
+        + std::fs::metadata(&spec.stderr).unwrap().len();
+    assert_eq!(total, 100_000, "the files hold exactly the bound");
+}
+
+#[tokio::test]
+async fn output_up_to_the_bound_is_a_normal_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = spec(
+        dir.path(),
+        "printf 12345; printf 678 >&2",
+        Duration::from_secs(30),
+    );
+    spec.max_output_bytes = 8;
+    let outcome = run_process(&spec, &CancellationToken::new()).await.unwrap();
+    assert_eq!(outcome, ProcessOutcome::Exited(0));
+    assert_eq!(read(&spec.stdout), "12345");
+    assert_eq!(read(&spec.stderr), "678");
+}
+
+#[tokio::test]
+async fn a_process_escaping_the_group_cannot_hold_the_run_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("escaped.pid");
+    // A new session leaves the group the kill reaches, keeping stdout open.
+    // The leader waits until the escape happened, or the kill could come first.
+    let script = format!(
+        "setsid sh -c 'echo $$ > {0}.tmp; mv {0}.tmp {0}; exec sleep 1000' & \
+         while [ ! -s {0} ]; do sleep 0.01; done; echo started",
+        pid_file.display()
+    );
+    let spec = spec(dir.path(), &script, Duration::from_secs(30));
+    let started = Instant::now();
+    let outcome = run_process(&spec, &CancellationToken::new()).await.unwrap();
+    let escaped: i32 = wait_for_file(&pid_file).await.trim().parse().unwrap();
+    // This test started it, so this test ends it.
+    let _ = nix::sys::signal::kill(Pid::from_raw(escaped), Signal::SIGKILL);
+    assert_eq!(outcome, ProcessOutcome::Exited(0));
+    assert!(
+        started.elapsed() < CAPTURE_DRAIN_TIMEOUT + Duration::from_secs(20),
+        "the run waited {:?}",
+        started.elapsed()
+    );
+    assert_eq!(read(&spec.stdout), "started\n");
+    wait_dead(escaped).await;
 }

@@ -7,6 +7,7 @@
 //! an outcome label for the metrics; nothing here panics on what the action did.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use remesh_proto::reapi::{ActionResult, ExecuteResponse, ExecutedActionMetadata};
@@ -17,7 +18,8 @@ use crate::execution::error::ExecutionError;
 use crate::execution::input_tree::InputTree;
 use crate::execution::operations::{CancelReason, Operation};
 use crate::execution::outputs::collect_outputs;
-use crate::execution::process::{ProcessOutcome, ProcessSpec, run_process};
+use crate::execution::process::{ProcessOutcome, ProcessSpec, SandboxRun, run_process};
+use crate::execution::sandbox::Sandbox;
 use crate::storage::{ActionCache, Cas};
 
 /// Runs actions; shared by every runner task.
@@ -30,6 +32,10 @@ pub struct ActionRunner {
     /// Names this process's work directories: `WORK_DIR_PREFIX` + a per-process id, so
     /// leftovers of an earlier process can be told apart and removed.
     pub work_dir_prefix: String,
+    /// Every action runs in this sandbox when set (`sandbox = "required"`).
+    pub sandbox: Option<Arc<Sandbox>>,
+    /// `max_output_bytes`: output files, stdout and stderr of one action together.
+    pub max_output_bytes: u64,
 }
 
 /// Every work directory's name starts with this.
@@ -165,45 +171,80 @@ impl ActionRunner {
             stdout: work.stdout.clone(),
             stderr: work.stderr.clone(),
             timeout: action.timeout,
+            max_output_bytes: self.max_output_bytes,
+            sandbox: self.sandbox.as_ref().map(|sandbox| SandboxRun {
+                sandbox: sandbox.clone(),
+                input_root: work.root.clone(),
+            }),
         };
         stamp(&mut metadata.execution_start_timestamp);
         let outcome = run_process(&spec, operation.cancel_token()).await?;
         stamp(&mut metadata.execution_completed_timestamp);
 
         stamp(&mut metadata.output_upload_start_timestamp);
+        let stdout = self.cas.ingest_file(&work.stdout).await?;
+        let stderr = self.cas.ingest_file(&work.stderr).await?;
+        let printed = stdout.size().saturating_add(stderr.size());
         let mut result = ActionResult {
-            stdout_digest: Some(self.cas.ingest_file(&work.stdout).await?.to_proto()),
-            stderr_digest: Some(self.cas.ingest_file(&work.stderr).await?.to_proto()),
+            stdout_digest: Some(stdout.to_proto()),
+            stderr_digest: Some(stderr.to_proto()),
             ..Default::default()
+        };
+        // A killed action's result keeps the partial stdout/stderr: Bazel shows them.
+        let killed = |code: tonic::Code, message: String, outcome: RunOutcome| {
+            let mut result = result.clone();
+            result.exit_code = 128 + nix::sys::signal::Signal::SIGKILL as i32;
+            let mut metadata = metadata.clone();
+            stamp(&mut metadata.output_upload_completed_timestamp);
+            stamp(&mut metadata.worker_completed_timestamp);
+            result.execution_metadata = Some(metadata);
+            let status = rpc::Status {
+                code: code as i32,
+                message,
+                details: Vec::new(),
+            };
+            (respond(result, Some(status)), outcome)
         };
         let exit_code = match outcome {
             ProcessOutcome::Exited(code) => code,
             ProcessOutcome::Cancelled => return Err(cancelled(operation)),
+            // Bazel reports a test TIMEOUT from this status.
             ProcessOutcome::TimedOut => {
-                // Bazel reports a test TIMEOUT from this status, and shows the partial
-                // stdout/stderr kept in the result.
-                result.exit_code = 128 + nix::sys::signal::Signal::SIGKILL as i32;
-                stamp(&mut metadata.output_upload_completed_timestamp);
-                stamp(&mut metadata.worker_completed_timestamp);
-                result.execution_metadata = Some(metadata.clone());
-                let status = rpc::Status {
-                    code: tonic::Code::DeadlineExceeded as i32,
-                    message: format!("action timed out after {:?}", action.timeout),
-                    details: Vec::new(),
-                };
-                return Ok((respond(result, Some(status)), RunOutcome::Timeout));
+                return Ok(killed(
+                    tonic::Code::DeadlineExceeded,
+                    format!("action timed out after {:?}", action.timeout),
+                    RunOutcome::Timeout,
+                ));
+            }
+            ProcessOutcome::OutputLimitExceeded => {
+                return Ok(killed(
+                    tonic::Code::ResourceExhausted,
+                    format!(
+                        "the action printed more than max_output_bytes ({} bytes) to stdout and stderr and was killed",
+                        self.max_output_bytes
+                    ),
+                    RunOutcome::Error,
+                ));
             }
         };
         result.exit_code = exit_code;
-        let outputs =
-            match collect_outputs(&self.cas, &work.root, &work.staging, &action.outputs).await {
-                Ok(outputs) => outputs,
-                // Keep exit code, stdout and stderr: they usually explain the bad output.
-                Err(error) => {
-                    result.execution_metadata = Some(metadata.clone());
-                    return Ok((error_response(&error, Some(result)), RunOutcome::Error));
-                }
-            };
+        let budget = self.max_output_bytes.saturating_sub(printed);
+        let collected = collect_outputs(
+            &self.cas,
+            &work.root,
+            &work.staging,
+            &action.outputs,
+            budget,
+        )
+        .await;
+        let outputs = match collected {
+            Ok(outputs) => outputs,
+            // Keep exit code, stdout and stderr: they usually explain the bad output.
+            Err(error) => {
+                result.execution_metadata = Some(metadata.clone());
+                return Ok((error_response(&error, Some(result)), RunOutcome::Error));
+            }
+        };
         result.output_files = outputs.files;
         result.output_directories = outputs.directories;
         result.output_symlinks = outputs.symlinks;
@@ -336,3 +377,7 @@ pub fn worker_name() -> String {
         .filter(|name| !name.is_empty())
         .unwrap_or_else(|| "remesh-executor".to_owned())
 }
+
+#[cfg(test)]
+#[path = "runner_limit_tests.rs"]
+mod limit_tests;

@@ -35,13 +35,23 @@ pub(crate) struct Harness {
 
 impl Harness {
     pub(crate) async fn new(runners: usize, queue_max: usize) -> Self {
+        Self::with_config(runners, queue_max, |_| {}).await
+    }
+
+    /// Like `new`, with `adjust` changing the configuration before the engine starts.
+    pub(crate) async fn with_config(
+        runners: usize,
+        queue_max: usize,
+        adjust: impl FnOnce(&mut Config),
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let config = Config {
+        let mut config = Config {
             data_dir: dir.path().to_owned(),
             runners,
             queue_max,
             ..Config::default()
         };
+        adjust(&mut config);
         let metrics = Metrics::new();
         let cas = Cas::open(&config, metrics.clone()).await.unwrap();
         let action_cache = ActionCache::open(&config, cas.clone()).await.unwrap();

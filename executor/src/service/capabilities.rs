@@ -38,7 +38,9 @@ impl CapabilitiesService {
                     update_enabled: true,
                 }),
                 max_batch_total_size_bytes: self.max_batch_bytes as i64,
-                symlink_absolute_path_strategy: symlink_absolute_path_strategy::Value::Allowed
+                // Input trees with absolute symlink targets are refused at execution, so
+                // clients must be told not to send them.
+                symlink_absolute_path_strategy: symlink_absolute_path_strategy::Value::Disallowed
                     as i32,
                 // ByteStream only: batch calls take IDENTITY, so none is listed for them.
                 supported_compressors: vec![compressor::Value::Zstd as i32],
@@ -97,6 +99,11 @@ mod tests {
                 .action_cache_update_capabilities
                 .unwrap()
                 .update_enabled
+        );
+        assert_eq!(
+            cache.symlink_absolute_path_strategy,
+            symlink_absolute_path_strategy::Value::Disallowed as i32,
+            "execution refuses absolute symlink targets in input trees"
         );
         assert_eq!(
             cache.supported_compressors,

@@ -6,6 +6,7 @@
 //! of join addresses (`join`). The view it publishes (`view`) is what the router reads.
 //! This module never routes a request and never dials gRPC.
 
+pub mod events;
 pub mod gossip_socket;
 pub mod identity;
 pub mod join;
@@ -13,6 +14,7 @@ pub mod load_broadcast;
 pub mod task;
 pub mod view;
 
+pub use events::{MembershipEvent, MembershipEvents};
 pub use gossip_socket::GossipSocket;
 pub use identity::MemberIdentity;
 pub use task::{MembershipSettings, ViewSink, run};

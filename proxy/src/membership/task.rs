@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
+use super::events::MembershipEvents;
 use super::gossip_socket::GossipSocket;
 use super::identity::MemberIdentity;
 use super::join;
@@ -40,6 +41,14 @@ pub struct MembershipSettings {
     pub join: Vec<String>,
     pub join_interval: Duration,
     pub load_heartbeat: Duration,
+    /// Where state transitions are recorded for the admin port.
+    pub events: MembershipEvents,
+}
+
+/// The foca settings every node runs with (public so the simulator drives the very
+/// same protocol parameters).
+pub fn foca_config() -> foca::Config {
+    foca::Config::new_lan(NonZeroU32::new(10).unwrap_or(NonZeroU32::MIN))
 }
 
 type MeshFoca = Foca<MemberIdentity, PostcardCodec, StdRng, LoadBook>;
@@ -93,6 +102,7 @@ struct MembershipTask<S> {
     known: HashMap<SocketAddr, (NodeId, PeerState)>,
     /// Node ids already reported as claimed by two live members.
     duplicates_reported: HashSet<NodeId>,
+    events: MembershipEvents,
 }
 
 /// Runs membership until `shutdown`, then leaves the cluster gracefully.
@@ -104,7 +114,7 @@ pub async fn run<S: ViewSink>(
     metrics: ProxyMetrics,
     shutdown: CancellationToken,
 ) {
-    let mut config = foca::Config::new_lan(NonZeroU32::new(10).unwrap_or(NonZeroU32::MIN));
+    let mut config = foca_config();
     // Sealing adds a fixed overhead: foca's packets shrink so datagrams do not grow.
     let max_packet = socket.max_foca_packet(config.max_packet_size.get());
     if let Some(limit) = std::num::NonZeroUsize::new(max_packet) {
@@ -137,6 +147,7 @@ pub async fn run<S: ViewSink>(
         leaving: false,
         known: HashMap::new(),
         duplicates_reported: HashSet::new(),
+        events: settings.events.clone(),
     };
 
     let (seeds_tx, mut seeds_rx) = mpsc::channel(4);
@@ -347,6 +358,7 @@ impl<S: ViewSink> MembershipTask<S> {
                 PeerState::Down => "down",
             };
             tracing::info!(%node, %addr, event, "membership change");
+            self.events.record(node.as_str(), *addr, event);
             self.metrics
                 .membership_events_total
                 .get_or_create(&label("event", event))

@@ -77,10 +77,14 @@ impl ClusterView {
         }
     }
 
+    /// The member named `node`. A node restarted at a new address is listed twice:
+    /// its earlier life stays down in the list (foca keeps down members for a while)
+    /// next to the live one. The live entry wins, then the newest generation.
     pub fn peer(&self, node: &NodeId) -> Option<&PeerEntry> {
         self.peers
             .iter()
-            .find(|peer| &peer.identity.node_id == node)
+            .filter(|peer| &peer.identity.node_id == node)
+            .max_by_key(|peer| (peer.state != PeerState::Down, peer.identity.generation))
     }
 
     /// Queued actions on this node and every live member: the autoscaling signal.
@@ -93,5 +97,43 @@ impl ClusterView {
             .map(|load| u64::from(load.queued))
             .sum();
         peers + u64::from(self.local_load.queued)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(port: u16, generation: u64, state: PeerState) -> PeerEntry {
+        PeerEntry {
+            identity: MemberIdentity {
+                node_id: NodeId::new("b").unwrap(),
+                gossip_addr: format!("127.0.0.1:{port}").parse().unwrap(),
+                grpc_addr: format!("127.0.0.1:{}", port + 1).parse().unwrap(),
+                generation,
+            },
+            state,
+            load: None,
+            load_version: 0,
+            leaving: false,
+            load_received: None,
+        }
+    }
+
+    #[test]
+    fn a_node_restarted_at_a_new_address_is_found_by_its_live_entry() {
+        let local = entry(1000, 1, PeerState::Alive).identity;
+        let mut view = ClusterView::alone(local, LoadRecord::default());
+        // Its earlier life, down, is listed first.
+        view.peers = vec![
+            entry(2000, 5, PeerState::Down),
+            entry(3000, 9, PeerState::Alive),
+        ];
+        let b = NodeId::new("b").unwrap();
+        assert_eq!(view.peer(&b).unwrap().identity.generation, 9);
+        // Both down: the newest generation.
+        view.peers[1].state = PeerState::Down;
+        assert_eq!(view.peer(&b).unwrap().identity.generation, 9);
+        assert!(view.peer(&NodeId::new("z").unwrap()).is_none());
     }
 }

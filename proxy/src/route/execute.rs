@@ -133,6 +133,9 @@ impl Router {
 
     fn count_forward(&self, node: &crate::operation_name::NodeId, outcome: ForwardOutcome) {
         let config = &self.state.config;
+        // Inside the request's span: with its trace id, this line follows an action
+        // from the node a client called to the node that ran it.
+        tracing::debug!(peer = %node, outcome = outcome.label(), "Execute forwarded");
         config.peers.record_forward(node, outcome);
         config
             .metrics

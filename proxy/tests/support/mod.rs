@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod fake_backend;
+pub mod netns;
+pub mod node;
 pub mod processes;
 pub mod real;
 pub mod secure;

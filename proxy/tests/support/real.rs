@@ -100,11 +100,15 @@ impl BuildGrid {
 pub struct Bazel {
     pub root: PathBuf,
     output_root: PathBuf,
+    /// The machine-wide Bazel lock the tests crate's harness also takes: one Bazel
+    /// at a time on the machine. Released when dropped, after the server shut down.
+    _machine_lock: std::fs::File,
 }
 
 impl Bazel {
     pub fn new(dir: &Path) -> Self {
         require(BAZEL, "Bazel (Debian bazel-bootstrap)");
+        let machine_lock = lock_machine();
         let root = dir.join("workspaces");
         let status = std::process::Command::new("cp")
             .arg("-r")
@@ -122,6 +126,7 @@ impl Bazel {
         Self {
             root,
             output_root: dir.join("bazel-output-root"),
+            _machine_lock: machine_lock,
         }
     }
 
@@ -153,6 +158,34 @@ impl Bazel {
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         )
+    }
+}
+
+/// Waits (up to 30 minutes) for the machine-wide Bazel lock, shared with
+/// `remesh_tests::bazel`.
+fn lock_machine() -> std::fs::File {
+    let path = std::env::temp_dir().join("remesh-bazel.lock");
+    let file = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .unwrap_or_else(|error| panic!("opening {}: {error}", path.display()));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30 * 60);
+    loop {
+        match file.try_lock() {
+            Ok(()) => return file,
+            Err(std::fs::TryLockError::WouldBlock) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "another test held the Bazel lock for 30 minutes"
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(std::fs::TryLockError::Error(error)) => {
+                panic!("locking {}: {error}", path.display())
+            }
+        }
     }
 }
 
