@@ -81,6 +81,9 @@ join = [{{ include "remesh.joinAddress" . | quote }}]
 policy = {{ .Values.proxy.policy | quote }}
 {{- if .Values.gossipKeyring.enabled }}
 gossip_keyring = "{{ .Values.gossipKeyring.mountPath }}/keyring"
+{{- else }}
+# Gossip travels unsealed: set gossipKeyring to seal it.
+insecure_plaintext_gossip = true
 {{- end }}
 {{- with .Values.proxy.config }}
 {{ toToml . | trim }}
