@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 
 use super::proxy_process::{ProxyOptions, ProxyProcess};
 use super::stats::{Series, Table, ratio};
-use super::workloads::{FindMissingList, bytestream_round, connect_all, fresh_blob};
+use super::workloads::{FindMissingList, Stalled, bytestream_round, connect_all, fresh_blob};
 use super::{Limits, rotation};
 use crate::ExecutorOptions;
 use crate::nginx::{NginxGrpcProxy, NginxOptions};
@@ -35,6 +35,8 @@ struct Contender {
     unary: Vec<[Series; 3]>,
     writes: Series,
     reads: Series,
+    /// ByteStream rounds that did not finish within `TRANSFER_TIMEOUT`.
+    stalls: usize,
 }
 
 impl Contender {
@@ -45,6 +47,7 @@ impl Contender {
             unary: CONCURRENCIES.iter().map(|_| Default::default()).collect(),
             writes: Series::default(),
             reads: Series::default(),
+            stalls: 0,
         })
     }
 }
@@ -113,6 +116,13 @@ pub async fn run(runs: usize) -> anyhow::Result<String> {
                 rate.push(result.rate());
                 p50.push(result.percentile_ms(50.0));
                 p99.push(result.percentile_ms(99.0));
+                eprintln!(
+                    "    {} c={concurrency}: {:.0} calls/s, p50 {:.2} ms, p99 {:.2} ms",
+                    contender.name,
+                    result.rate(),
+                    result.percentile_ms(50.0),
+                    result.percentile_ms(99.0)
+                );
             }
         }
         eprintln!("  unary round {} of {runs} done", round + 1);
@@ -121,11 +131,25 @@ pub async fn run(runs: usize) -> anyhow::Result<String> {
         for index in rotation(contenders.len(), round) {
             let contender = &mut contenders[index];
             let (data, digest) = fresh_blob(((round * 16 + index) as u64) << 8 | 0x5a);
-            let (write, read) = bytestream_round(&contender.connections[0], data, &digest)
-                .await
-                .map_err(|error| error.context(format!("{} ByteStream", contender.name)))?;
-            contender.writes.push(write);
-            contender.reads.push(read);
+            match bytestream_round(&contender.connections[0], data, &digest).await {
+                Ok((write, read)) => {
+                    eprintln!(
+                        "    {}: write {write:.0} MB/s, read {read:.0} MB/s",
+                        contender.name
+                    );
+                    contender.writes.push(write);
+                    contender.reads.push(read);
+                }
+                // A stall is a result, not a reason to lose the others: counted and
+                // reported beside the medians of the transfers that finished.
+                Err(error) if error.is::<Stalled>() => {
+                    eprintln!("    {}: {error}", contender.name);
+                    contender.stalls += 1;
+                }
+                Err(error) => {
+                    return Err(error.context(format!("{} ByteStream", contender.name)));
+                }
+            }
         }
         eprintln!("  ByteStream round {} of {runs} done", round + 1);
     }
@@ -179,6 +203,16 @@ fn render(contenders: &[Contender], runs: usize, nginx: &NginxOptions) -> String
     add("ByteStream Write 256 MiB: MB/s".into(), &|c| &c.writes, 0);
     add("ByteStream Read 256 MiB: MB/s".into(), &|c| &c.reads, 0);
     let mut text = table.render();
+    for contender in contenders.iter().filter(|c| c.stalls > 0) {
+        let _ = writeln!(
+            text,
+            "\n{}: {} of {runs} ByteStream rounds stalled (no progress for {:?}); the \
+             medians above are of the rounds that finished.",
+            contender.name,
+            contender.stalls,
+            super::workloads::TRANSFER_TIMEOUT
+        );
+    }
     let _ = write!(
         text,
         "\nMedian (min – max) of {runs} interleaved rounds; ratios are of medians. One \

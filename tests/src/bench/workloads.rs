@@ -2,7 +2,7 @@
 //! that a fast failure is never counted as throughput.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use bytes::Bytes;
@@ -90,8 +90,12 @@ pub fn fresh_blob(seed: u64) -> (Bytes, Digest) {
     (data, digest)
 }
 
+/// How long one 256 MiB transfer may take before it counts as stalled: far beyond
+/// any healthy transfer on loopback, even on a busy machine.
+pub const TRANSFER_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// Writes `data` under `digest` then reads it back; returns (write, read) in MB/s
-/// (10^6 bytes a second).
+/// (10^6 bytes a second). Each transfer is bounded by `TRANSFER_TIMEOUT`.
 pub async fn bytestream_round(
     clients: &Clients,
     data: Bytes,
@@ -99,22 +103,38 @@ pub async fn bytestream_round(
 ) -> anyhow::Result<(f64, f64)> {
     let size = data.len() as f64;
     let start = Instant::now();
-    clients.upload_as(digest, data).await?;
+    tokio::time::timeout(TRANSFER_TIMEOUT, clients.upload_as(digest, data.clone()))
+        .await
+        .map_err(|_| Stalled("ByteStream Write"))??;
     let write = size / 1e6 / start.elapsed().as_secs_f64();
 
     let start = Instant::now();
-    let read_back = clients.download(digest).await?;
+    let read_back = tokio::time::timeout(TRANSFER_TIMEOUT, clients.download(digest))
+        .await
+        .map_err(|_| Stalled("ByteStream Read"))??;
     let read = size / 1e6 / start.elapsed().as_secs_f64();
     // Compared by length and digest after the clock stopped.
-    if read_back.len() != data_len(digest) || blob_digest(&read_back) != *digest {
+    if read_back.len() != data.len() || blob_digest(&read_back) != *digest {
         bail!("the blob read back differs from the one written");
     }
     Ok((write, read))
 }
 
-fn data_len(digest: &Digest) -> usize {
-    usize::try_from(digest.size_bytes).unwrap_or(usize::MAX)
+/// A transfer that made no progress within `TRANSFER_TIMEOUT`.
+#[derive(Debug)]
+pub struct Stalled(pub &'static str);
+
+impl std::fmt::Display for Stalled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} stalled: not finished after {TRANSFER_TIMEOUT:?}",
+            self.0
+        )
+    }
 }
+
+impl std::error::Error for Stalled {}
 
 /// Uploads `count` distinct no-op actions (`/bin/true`): the salt makes every action
 /// digest unique, so the executor cannot merge concurrent ones into a single run.
