@@ -159,9 +159,7 @@ pub async fn run(runs: usize) -> anyhow::Result<String> {
             eprintln!("nginx error log:\n{log}");
         }
     }
-    drop(nginx);
-    drop(proxy);
-    executor.terminate(std::time::Duration::from_secs(30))?;
+    // Dropping the handles stops every process by pid.
     Ok(render(&contenders, runs, &nginx_options))
 }
 

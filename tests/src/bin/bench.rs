@@ -6,7 +6,8 @@
 //! - `executor` (the default): one `remesh-executor` on its own.
 //! - `proxy`: the same executor direct, through `remesh-proxy` and through nginx
 //!   (FindMissingBlobs, ByteStream), then Execute local vs forwarded to a peer.
-//! - `all`: both, in one session.
+//! - `passthrough`, `forward`: the two halves of `proxy` on their own.
+//! - `all`: everything, in one session.
 //!
 //! Prints Markdown tables of medians over `--runs` rounds (default 5). The suites live
 //! in `remesh_tests::bench`.
@@ -19,10 +20,13 @@ use remesh_tests::bench::{executor_suite, forward_suite, passthrough_suite};
 enum Suite {
     Executor,
     Proxy,
+    /// The two halves of `proxy`, on their own.
+    Passthrough,
+    Forward,
     All,
 }
 
-const USAGE: &str = "usage: bench [executor|proxy|all] [--runs N]";
+const USAGE: &str = "usage: bench [executor|proxy|passthrough|forward|all] [--runs N]";
 
 fn parse() -> anyhow::Result<(Suite, usize)> {
     let mut suite = Suite::Executor;
@@ -32,6 +36,8 @@ fn parse() -> anyhow::Result<(Suite, usize)> {
         match arg.as_str() {
             "executor" => suite = Suite::Executor,
             "proxy" => suite = Suite::Proxy,
+            "passthrough" => suite = Suite::Passthrough,
+            "forward" => suite = Suite::Forward,
             "all" => suite = Suite::All,
             "--runs" => {
                 let value = args.next().context(USAGE)?;
@@ -51,14 +57,16 @@ async fn main() -> anyhow::Result<()> {
     let (suite, runs) = parse()?;
     let cpus = std::thread::available_parallelism().map_or(1, usize::from);
     println!("{runs} rounds; {cpus} CPUs.\n");
-    if suite != Suite::Proxy {
+    if matches!(suite, Suite::Executor | Suite::All) {
         println!("### One executor\n\n{}", executor_suite::run(runs).await?);
     }
-    if suite != Suite::Executor {
+    if matches!(suite, Suite::Proxy | Suite::Passthrough | Suite::All) {
         println!(
             "### Pass-through: direct, remesh-proxy, nginx\n\n{}",
             passthrough_suite::run(runs).await?
         );
+    }
+    if matches!(suite, Suite::Proxy | Suite::Forward | Suite::All) {
         println!(
             "### Execute: local vs forwarded to a peer\n\n{}",
             forward_suite::run(runs).await?
