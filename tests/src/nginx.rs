@@ -171,3 +171,24 @@ impl Drop for NginxGrpcProxy {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_configuration_keeps_everything_in_its_directory() {
+        let options = NginxOptions::new(SocketAddr::from(([127, 0, 0, 1], 8980)));
+        let text = options.config(9000, Path::new("/tmp/x"));
+        assert!(text.contains("listen 127.0.0.1:9000 http2;"), "{text}");
+        assert!(text.contains("server 127.0.0.1:8980;"), "{text}");
+        assert!(text.contains("grpc_pass grpc://executor;"), "{text}");
+        assert!(text.contains("daemon off;"), "{text}");
+        for line in text
+            .lines()
+            .filter(|line| line.contains("_path ") || line.starts_with("pid"))
+        {
+            assert!(line.contains("/tmp/x/"), "{line}");
+        }
+    }
+}
