@@ -14,12 +14,16 @@
 //!   (digests, ByteStream upload and download, building and running an action).
 //! - `buildgrid`: a cache-only BuildGrid server, an independent REAPI implementation.
 //! - `bazel`: copies a test workspace and runs the real Bazel client against a server.
+//! - `nginx`: Debian's nginx as a `grpc_pass` reverse proxy, the benchmarks' yardstick.
+//! - `bench`: the benchmark program's suites (`src/bin/bench.rs` is its `main`).
 #![forbid(unsafe_code)]
 
 pub mod bazel;
+pub mod bench;
 pub mod buildgrid;
 pub mod executor_process;
 pub mod locations;
+pub mod nginx;
 pub mod polling;
 pub mod reapi_client;
 

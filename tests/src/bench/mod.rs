@@ -1,0 +1,53 @@
+//! The benchmark program's parts (`src/bin/bench.rs` only parses the command line).
+//!
+//! Benchmarks are programs, not timed tests: every load loop is bounded both in count
+//! and in time, traffic stays on loopback, and every process is started by the
+//! benchmark itself and stopped by pid. Comparisons are measured side by side in one
+//! run, in interleaved rounds (the order of the contenders rotates every round), and
+//! reported as medians with ratios, because the machine they run on is shared.
+//!
+//! # Layout
+//! - `stats`: latency samples, medians, percentiles, the Markdown table.
+//! - `load`: the bounded closed-loop load driver every round uses.
+//! - `workloads`: the REAPI round trips measured (FindMissingBlobs, ByteStream, Execute).
+//! - `proxy_process`: spawns `remesh-proxy serve`, reads its ready line, stops it.
+//! - `executor_suite`: one executor on its own (the original benchmark).
+//! - `passthrough_suite`: FindMissingBlobs and ByteStream direct to an executor, through
+//!   `remesh-proxy` and through nginx.
+//! - `forward_suite`: Execute run by the node the client talks to vs forwarded to a peer.
+
+pub mod executor_suite;
+pub mod forward_suite;
+pub mod load;
+pub mod passthrough_suite;
+pub mod proxy_process;
+pub mod stats;
+pub mod workloads;
+
+use std::time::Duration;
+
+/// Parallel HTTP/2 connections a concurrent phase spreads its streams over, as a client
+/// with several channels (Bazel opens many) would.
+pub const CONNECTIONS: usize = 4;
+
+/// Bounds of one load loop: it stops at whichever comes first.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub count: usize,
+    pub time: Duration,
+}
+
+impl Limits {
+    pub const fn new(count: usize, seconds: u64) -> Self {
+        Self {
+            count,
+            time: Duration::from_secs(seconds),
+        }
+    }
+}
+
+/// The order contenders go in during round `round`: rotated every round, so that none
+/// always runs first (cold) or last (after the others warmed the backend's caches).
+pub fn rotation(contenders: usize, round: usize) -> impl Iterator<Item = usize> {
+    (0..contenders).map(move |i| (i + round) % contenders)
+}

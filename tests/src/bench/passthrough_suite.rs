@@ -1,0 +1,224 @@
+//! Pass-through calls side by side: the same executor reached directly, through
+//! `remesh-proxy serve` (executor mode, one node) and through nginx `grpc_pass`.
+//!
+//! Unary: FindMissingBlobs of 100 digests (50 stored, 50 absent) at concurrency 1 and
+//! 64, calls/s and p50/p99 latency. Streams: ByteStream Write then Read of a fresh
+//! 256 MiB blob. Every round visits every contender, in a rotating order.
+
+use std::fmt::Write as _;
+
+use super::proxy_process::{ProxyOptions, ProxyProcess};
+use super::stats::{Series, Table, ratio};
+use super::workloads::{FindMissingList, Stalled, bytestream_round, connect_all, fresh_blob};
+use super::{Limits, rotation};
+use crate::ExecutorOptions;
+use crate::nginx::{NginxGrpcProxy, NginxOptions};
+use crate::reapi_client::Clients;
+
+/// Digests in one FindMissingBlobs request: a typical Bazel batch is tens to hundreds.
+const DIGESTS: usize = 100;
+const CONCURRENCIES: [usize; 2] = [1, 64];
+
+/// Each unary round: at most this many calls or this long.
+fn unary_limits(concurrency: usize) -> Limits {
+    if concurrency == 1 {
+        Limits::new(3_000, 3)
+    } else {
+        Limits::new(60_000, 5)
+    }
+}
+
+struct Contender {
+    name: &'static str,
+    connections: Vec<Clients>,
+    /// Per concurrency: calls/s, p50 ms, p99 ms.
+    unary: Vec<[Series; 3]>,
+    writes: Series,
+    reads: Series,
+    /// ByteStream rounds that did not finish within `TRANSFER_TIMEOUT`.
+    stalls: usize,
+}
+
+impl Contender {
+    async fn new(name: &'static str, addr: std::net::SocketAddr) -> anyhow::Result<Self> {
+        Ok(Self {
+            name,
+            connections: connect_all(addr, "main").await?,
+            unary: CONCURRENCIES.iter().map(|_| Default::default()).collect(),
+            writes: Series::default(),
+            reads: Series::default(),
+            stalls: 0,
+        })
+    }
+}
+
+pub async fn run(runs: usize) -> anyhow::Result<String> {
+    // Room for a few 256 MiB blobs: older ones are evicted instead of filling the disk.
+    let executor = ExecutorOptions::new()
+        .arg("--cas-max-bytes")
+        .arg((2u64 << 30).to_string())
+        .spawn()?;
+    let proxy = ProxyProcess::spawn(&ProxyOptions {
+        node_id: "bench".into(),
+        backend: executor.grpc_addr(),
+        backend_load: executor.ready_line().load,
+        join: None,
+        extra_args: Vec::new(),
+    })?;
+    let nginx_options = NginxOptions::new(executor.grpc_addr());
+    let nginx: Option<NginxGrpcProxy> = match nginx_options.spawn() {
+        Ok(nginx) => Some(nginx),
+        Err(error) => {
+            eprintln!("nginx comparison skipped: {error:#}");
+            None
+        }
+    };
+    eprintln!(
+        "pass-through suite: executor pid {} at {}, remesh-proxy pid {} at {}{}",
+        executor.pid(),
+        executor.grpc_addr(),
+        proxy.pid(),
+        proxy.ready.grpc,
+        nginx.as_ref().map_or(String::new(), |n| format!(
+            ", nginx pid {} at {}",
+            n.pid(),
+            n.addr
+        )),
+    );
+
+    let mut contenders = vec![
+        Contender::new("direct", executor.grpc_addr()).await?,
+        Contender::new("remesh-proxy", proxy.ready.grpc).await?,
+    ];
+    if let Some(nginx) = &nginx {
+        contenders.push(Contender::new("nginx", nginx.addr).await?);
+    }
+    let list = FindMissingList::prepare(&contenders[0].connections[0], DIGESTS).await?;
+    // Warm-up: connections, flow-control windows, the backend's allocator.
+    for contender in &contenders {
+        list.round(&contender.connections, 64, Limits::new(3_000, 3))
+            .await?;
+    }
+
+    for round in 0..runs {
+        for (slot, &concurrency) in CONCURRENCIES.iter().enumerate() {
+            for index in rotation(contenders.len(), round) {
+                let contender = &mut contenders[index];
+                let result = list
+                    .round(
+                        &contender.connections,
+                        concurrency,
+                        unary_limits(concurrency),
+                    )
+                    .await
+                    .map_err(|error| error.context(format!("{} unary", contender.name)))?;
+                let [rate, p50, p99] = &mut contender.unary[slot];
+                rate.push(result.rate());
+                p50.push(result.percentile_ms(50.0));
+                p99.push(result.percentile_ms(99.0));
+                eprintln!(
+                    "    {} c={concurrency}: {:.0} calls/s, p50 {:.2} ms, p99 {:.2} ms",
+                    contender.name,
+                    result.rate(),
+                    result.percentile_ms(50.0),
+                    result.percentile_ms(99.0)
+                );
+            }
+        }
+        eprintln!("  unary round {} of {runs} done", round + 1);
+    }
+    for round in 0..runs {
+        for index in rotation(contenders.len(), round) {
+            let contender = &mut contenders[index];
+            let (data, digest) = fresh_blob(((round * 16 + index) as u64) << 8 | 0x5a);
+            match bytestream_round(&contender.connections[0], data, &digest).await {
+                Ok((write, read)) => {
+                    eprintln!(
+                        "    {}: write {write:.0} MB/s, read {read:.0} MB/s",
+                        contender.name
+                    );
+                    contender.writes.push(write);
+                    contender.reads.push(read);
+                }
+                // A stall is a result, not a reason to lose the others: counted and
+                // reported beside the medians of the transfers that finished.
+                Err(error) if error.is::<Stalled>() => {
+                    eprintln!("    {}: {error}", contender.name);
+                    contender.stalls += 1;
+                }
+                Err(error) => {
+                    return Err(error.context(format!("{} ByteStream", contender.name)));
+                }
+            }
+        }
+        eprintln!("  ByteStream round {} of {runs} done", round + 1);
+    }
+    if let Some(nginx) = &nginx {
+        let log = nginx.error_log();
+        if !log.trim().is_empty() {
+            eprintln!("nginx error log:\n{log}");
+        }
+    }
+    // Dropping the handles stops every process by pid.
+    Ok(render(&contenders, runs, &nginx_options))
+}
+
+fn render(contenders: &[Contender], runs: usize, nginx: &NginxOptions) -> String {
+    let mut header = vec!["benchmark"];
+    header.extend(contenders.iter().map(|c| c.name));
+    header.extend(contenders.iter().skip(1).map(|c| match c.name {
+        "remesh-proxy" => "proxy ÷ direct",
+        _ => "nginx ÷ direct",
+    }));
+    if contenders.len() == 3 {
+        header.push("proxy ÷ nginx");
+    }
+    let mut table = Table::new(&header);
+    let mut add = |name: String, pick: &dyn Fn(&Contender) -> &Series, decimals: usize| {
+        let mut cells = vec![name];
+        cells.extend(contenders.iter().map(|c| pick(c).summary(decimals)));
+        let direct = pick(&contenders[0]).median();
+        cells.extend(
+            contenders
+                .iter()
+                .skip(1)
+                .map(|c| ratio(pick(c).median(), direct)),
+        );
+        if contenders.len() == 3 {
+            cells.push(ratio(
+                pick(&contenders[1]).median(),
+                pick(&contenders[2]).median(),
+            ));
+        }
+        table.row(cells);
+    };
+    for (slot, concurrency) in CONCURRENCIES.iter().enumerate() {
+        let what = format!("FindMissingBlobs ({DIGESTS} digests), concurrency {concurrency}");
+        add(format!("{what}: calls/s"), &|c| &c.unary[slot][0], 0);
+        add(format!("{what}: p50 ms"), &|c| &c.unary[slot][1], 2);
+        add(format!("{what}: p99 ms"), &|c| &c.unary[slot][2], 2);
+    }
+    add("ByteStream Write 256 MiB: MB/s".into(), &|c| &c.writes, 0);
+    add("ByteStream Read 256 MiB: MB/s".into(), &|c| &c.reads, 0);
+    let mut text = table.render();
+    for contender in contenders.iter().filter(|c| c.stalls > 0) {
+        let _ = writeln!(
+            text,
+            "\n{}: {} of {runs} ByteStream rounds stalled (no progress for {:?}); the \
+             medians above are of the rounds that finished.",
+            contender.name,
+            contender.stalls,
+            super::workloads::TRANSFER_TIMEOUT
+        );
+    }
+    let _ = write!(
+        text,
+        "\nMedian (min – max) of {runs} interleaved rounds; ratios are of medians. One \
+         release `remesh-executor` behind every contender; {} client HTTP/2 connections; \
+         nginx: {} worker processes, upstream keepalive {}.\n",
+        super::CONNECTIONS,
+        nginx.workers,
+        nginx.upstream_keepalive
+    );
+    text
+}
