@@ -62,6 +62,13 @@ pub struct UpArgs {
     /// BuildGrid or bazel-remote endpoint `grpc://host:port`.
     #[arg(long)]
     backing_cache: Option<String>,
+    /// Client gRPC address of node 0, the one Bazel is pointed at; the other nodes
+    /// pick free ports. A fixed port lets a `.bazelrc` name the cluster.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// Admin HTTP address of node 0 (status page, /metrics, /cluster).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    admin_listen: SocketAddr,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -95,6 +102,9 @@ struct NodeReport {
 #[derive(Debug, Serialize)]
 struct ClusterReady<'a> {
     ready: &'static str,
+    /// Node 0's client and admin addresses: where Bazel and a browser go.
+    grpc: SocketAddr,
+    admin: SocketAddr,
     nodes: &'a [NodeReport],
     bazel_flags: Vec<String>,
 }
@@ -284,6 +294,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         args.backing_cache.as_deref(),
         &security_args,
         pki.as_ref(),
+        (args.listen, args.admin_listen),
     )
     .await;
     let nodes = match started {
@@ -302,6 +313,9 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let mut bazel_flags = vec![
         format!("--remote_executor={scheme}://{}", nodes[0].grpc),
         "--remote_instance_name=main".to_owned(),
+        // Every action remote, none silently run on the client instead.
+        "--spawn_strategy=remote".to_owned(),
+        "--noremote_local_fallback".to_owned(),
     ];
     if let Some(pki) = &pki {
         bazel_flags.extend(pki.bazel_flags.iter().cloned());
@@ -319,17 +333,20 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     eprintln!("bazel build {} //...", bazel_flags.join(" "));
     let ready = ClusterReady {
         ready: "remesh-cluster",
+        grpc: nodes[0].grpc,
+        admin: nodes[0].admin,
         nodes: &nodes,
         bazel_flags,
     };
-    println!("{}", serde_json::to_string(&ready)?);
-
+    // Handlers before the ready line, so a SIGTERM sent on reading it stops the cluster.
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
+    println!("{}", serde_json::to_string(&ready)?);
     loop {
         tokio::select! {
             _ = term.recv() => break,
-            _ = tokio::signal::ctrl_c() => break,
+            _ = interrupt.recv() => break,
             Some((pid, status)) = exits.recv() => {
                 if let Some(name) = children.running.remove(&pid) {
                     eprintln!("{name} (pid {pid}) exited: {status}");
@@ -353,6 +370,7 @@ async fn start_nodes(
     backing_cache: Option<&str>,
     security_args: &[std::ffi::OsString],
     pki: Option<&crate::up_pki::UpPki>,
+    (first_listen, first_admin): (SocketAddr, SocketAddr),
 ) -> anyhow::Result<Vec<NodeReport>> {
     let mut nodes: Vec<NodeReport> = Vec::new();
     for index in 0..count {
@@ -392,7 +410,8 @@ async fn start_nodes(
         command
             .arg("serve")
             .args(["--node-id", &node_id])
-            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args(["--listen", &node_address(index, first_listen)])
+            .args(["--admin-listen", &node_address(index, first_admin)])
             .args(["--gossip-listen", "127.0.0.1:0"])
             .args(["--backend", &format!("grpc://{}", executor_ready.grpc)])
             .args(["--backend-mode", "executor"])
@@ -470,5 +489,14 @@ impl TempDirectory {
 impl Drop for TempDirectory {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Node 0 takes the address asked for; the others a free port on loopback.
+fn node_address(index: usize, first: SocketAddr) -> String {
+    if index == 0 {
+        first.to_string()
+    } else {
+        "127.0.0.1:0".to_owned()
     }
 }
