@@ -22,6 +22,7 @@
 //! - `load`: a node's load, from the executor or counted by the proxy.
 //! - `metrics`: Prometheus families.
 //! - `body`: the body type every layer passes on.
+//! - `fuzzing`: entry points of the fuzz targets in `fuzz/`.
 //!
 //! The binary (`main.rs`) adds `serve` (one proxy) and `up` (`up.rs`: a loopback
 //! cluster of executors and proxies for trying remesh and for tests).
@@ -33,6 +34,7 @@ pub mod body;
 pub mod channel;
 pub mod config;
 pub mod edge;
+pub mod fuzzing;
 pub mod gossip_seal;
 pub mod grpc_method;
 pub mod grpc_server;
