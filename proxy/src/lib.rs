@@ -26,6 +26,7 @@
 //! - `load`: a node's load, from the executor or counted by the proxy.
 //! - `metrics`: Prometheus families.
 //! - `body`: the body type every layer passes on.
+//! - `fuzzing`: entry points of the fuzz targets in `fuzz/`.
 //!
 //! The binary (`main.rs`) adds `serve` (one proxy) and `up` (`up.rs`: a loopback
 //! cluster of executors and proxies for trying remesh and for tests).
@@ -38,6 +39,7 @@ pub mod channel;
 pub mod config;
 pub mod config_security;
 pub mod edge;
+pub mod fuzzing;
 pub mod gossip_seal;
 pub mod grpc_method;
 pub mod grpc_server;

@@ -13,6 +13,10 @@
 //! - `reapi_client`: typed gRPC clients and the few REAPI round trips tests repeat
 //!   (digests, ByteStream upload and download, building and running an action).
 //! - `buildgrid`: a cache-only BuildGrid server, an independent REAPI implementation.
+//! - `raw_h2`: a raw HTTP/2 gRPC client that sends exactly the bytes a test builds.
+//! - `proxy_process`: spawns `remesh-proxy serve` in front of an executor.
+//! - `hostile`: hostile-input cases shared by the `hostile_*` suites; `integrity`:
+//!   checks that nothing escaped the data dir and the CAS is intact.
 //! - `bazel`: copies a test workspace and runs the real Bazel client against a server.
 //! - `nginx`: Debian's nginx as a `grpc_pass` reverse proxy, the benchmarks' yardstick.
 //! - `bench`: the benchmark program's suites (`src/bin/bench.rs` is its `main`).
@@ -22,9 +26,13 @@ pub mod bazel;
 pub mod bench;
 pub mod buildgrid;
 pub mod executor_process;
+pub mod hostile;
+pub mod integrity;
 pub mod locations;
 pub mod nginx;
 pub mod polling;
+pub mod proxy_process;
+pub mod raw_h2;
 pub mod reapi_client;
 
 pub use bazel::{BazelOutcome, BazelWorkspace};

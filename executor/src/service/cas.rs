@@ -155,7 +155,8 @@ impl ContentAddressableStorage for CasService {
         let framed = total + (digests.len() as u64) * RESPONSE_ENTRY_OVERHEAD;
         if framed > self.max_message_bytes as u64 {
             return Err(Status::invalid_argument(format!(
-                "a response for {} blobs would exceed the {}-byte message limit;                  split the batch",
+                "a response for {} blobs would exceed the {}-byte message limit; \
+                 split the batch",
                 digests.len(),
                 self.max_message_bytes
             )));
