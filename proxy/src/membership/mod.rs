@@ -11,6 +11,7 @@ pub mod gossip_socket;
 pub mod identity;
 pub mod join;
 pub mod load_broadcast;
+pub mod sizing;
 pub mod task;
 pub mod view;
 

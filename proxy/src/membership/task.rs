@@ -25,6 +25,7 @@ use super::gossip_socket::GossipSocket;
 use super::identity::MemberIdentity;
 use super::join;
 use super::load_broadcast::{BroadcastKey, HeardLoads, LoadBook, LoadBroadcast};
+use super::sizing;
 use super::view::{ClusterView, PeerEntry, PeerState};
 use crate::load::LoadRecord;
 use crate::metrics::{ProxyMetrics, label};
@@ -47,8 +48,9 @@ pub struct MembershipSettings {
 
 /// The foca settings every node runs with (public so the simulator drives the very
 /// same protocol parameters).
+/// These are the starting settings; `sizing` adapts them as the cluster grows.
 pub fn foca_config() -> foca::Config {
-    foca::Config::new_lan(NonZeroU32::new(10).unwrap_or(NonZeroU32::MIN))
+    foca::Config::new_lan(NonZeroU32::new(sizing::SMALLEST_SIZE).unwrap_or(NonZeroU32::MIN))
 }
 
 type MeshFoca = Foca<MemberIdentity, PostcardCodec, StdRng, LoadBook>;
@@ -103,6 +105,10 @@ struct MembershipTask<S> {
     /// Node ids already reported as claimed by two live members.
     duplicates_reported: HashSet<NodeId>,
     events: MembershipEvents,
+    /// The cluster size foca's settings are made for now (`sizing`).
+    sized_for: u32,
+    /// foca's datagram bound, kept across resizes.
+    max_packet: std::num::NonZeroUsize,
 }
 
 /// Runs membership until `shutdown`, then leaves the cluster gracefully.
@@ -120,6 +126,7 @@ pub async fn run<S: ViewSink>(
     if let Some(limit) = std::num::NonZeroUsize::new(max_packet) {
         config.max_packet_size = limit;
     }
+    let foca_packet_bound = config.max_packet_size;
     let book = LoadBook::default();
     let heard = book.heard.clone();
     let foca = Foca::with_custom_broadcast(
@@ -148,6 +155,8 @@ pub async fn run<S: ViewSink>(
         known: HashMap::new(),
         duplicates_reported: HashSet::new(),
         events: settings.events.clone(),
+        sized_for: sizing::SMALLEST_SIZE,
+        max_packet: foca_packet_bound,
     };
 
     let (seeds_tx, mut seeds_rx) = mpsc::channel(4);
@@ -314,6 +323,30 @@ impl<S: ViewSink> MembershipTask<S> {
                 }
                 _ => {}
             }
+        }
+        self.resize_protocol();
+    }
+
+    /// Fits foca's settings to the cluster's size when it has moved to another size
+    /// class (members known, this node included).
+    fn resize_protocol(&mut self) {
+        let size = sizing::size_for(self.foca.iter_members().count() + 1);
+        if size == self.sized_for {
+            return;
+        }
+        match self
+            .foca
+            .set_config(sizing::config_for(size, self.max_packet))
+        {
+            Ok(()) => {
+                tracing::info!(
+                    from = self.sized_for,
+                    to = size,
+                    "membership settings resized"
+                );
+                self.sized_for = size;
+            }
+            Err(error) => tracing::warn!(%error, size, "cannot resize membership settings"),
         }
     }
 
