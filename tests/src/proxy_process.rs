@@ -66,6 +66,8 @@ impl ProxyProcess {
             .args(["--listen", "127.0.0.1:0"])
             .args(["--admin-listen", "127.0.0.1:0"])
             .args(["--gossip-listen", "127.0.0.1:0"])
+            // Loopback only, and the gossip port is nobody else's: no keyring needed.
+            .arg("--insecure-plaintext-gossip")
             .args(["--node-id", node_id])
             .args(["--backend", &format!("grpc://{}", ready_line.grpc)])
             .args(["--backend-load", &format!("grpc://{}", ready_line.load)])

@@ -79,6 +79,8 @@ impl ProxyProcess {
             .args(["--node-id", &options.node_id])
             .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
             .args(["--gossip-listen", "127.0.0.1:0"])
+            // Loopback only, and the gossip port is nobody else's: no keyring needed.
+            .arg("--insecure-plaintext-gossip")
             .args(["--backend", &format!("grpc://{}", options.backend)])
             .args(["--backend-mode", "executor"])
             .args([
