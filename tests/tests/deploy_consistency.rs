@@ -974,8 +974,8 @@ fn the_kubernetes_guide_names_the_default_ports() {
 #[test]
 fn tls_and_keyring_sections_fit_the_proxy_config() {
     // What _helpers.tpl adds to proxy.toml when tls, meshTls and gossipKeyring are on,
-    // with the files where the StatefulSet mounts the Secrets. A section the proxy
-    // does not know yet is reported and skipped; once it lands, it must parse.
+    // with the files where the StatefulSet mounts the Secrets: each must parse and
+    // validate as the proxy's configuration.
     let values = yaml(VALUES);
     let tls = str_at(&values, "tls.mountPath", VALUES);
     let mesh = str_at(&values, "meshTls.mountPath", VALUES);
@@ -1004,13 +1004,6 @@ fn tls_and_keyring_sections_fit_the_proxy_config() {
     for (field, section) in sections {
         let text = format!("node_id = \"remesh-0\"\n{section}");
         match toml::from_str::<remesh_proxy::Config>(&text) {
-            Err(error)
-                if error
-                    .message()
-                    .contains(&format!("unknown field `{field}`")) =>
-            {
-                eprintln!("skipped: remesh-proxy has no `{field}` field yet");
-            }
             Err(error) => problems.0.push(format!(
                 "{CHART}/templates/_helpers.tpl renders `{field}` the proxy refuses: {error}"
             )),
