@@ -18,6 +18,7 @@ use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 
 use crate::body::{ProxyBody, ProxyRequest};
+use crate::flow_control;
 use crate::tls::TlsConnector;
 
 /// Where an upstream listens: host (name or IP) and port.
@@ -291,7 +292,8 @@ impl Http2Channel {
         let endpoint = self.authority.clone();
         let (mut sender, connection) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
-            .adaptive_window(true)
+            .initial_stream_window_size(flow_control::STREAM_WINDOW)
+            .initial_connection_window_size(flow_control::CONNECTION_WINDOW)
             .keep_alive_interval(self.settings.keepalive_interval)
             .keep_alive_timeout(self.settings.keepalive_interval)
             .handshake(io)

@@ -23,6 +23,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::body::{ProxyRequest, ProxyResponse};
+use crate::flow_control;
 use crate::hop::HOP_HEADER;
 use crate::listener_tls::ListenerTlsSource;
 use crate::metrics::{ProxyMetrics, label};
@@ -52,7 +53,8 @@ pub async fn serve(
     builder
         .timer(TokioTimer::new())
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
-        .adaptive_window(true)
+        .initial_stream_window_size(flow_control::STREAM_WINDOW)
+        .initial_connection_window_size(flow_control::CONNECTION_WINDOW)
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(20));
     let mut connections = JoinSet::new();

@@ -39,6 +39,7 @@ pub mod channel;
 pub mod config;
 pub mod config_security;
 pub mod edge;
+pub mod flow_control;
 pub mod fuzzing;
 pub mod gossip_seal;
 pub mod grpc_method;

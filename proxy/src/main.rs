@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use remesh_proxy::{Listeners, ServeArgs};
+use remesh_proxy::{Config, Listeners, ServeArgs};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
@@ -78,15 +78,22 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     let result = match cli.command {
-        Command::Serve(args) => serve(*args).await,
-        Command::Up(args) => up::up(args).await,
+        Command::Serve(args) => serve(*args),
+        Command::Up(args) => runtime(0).and_then(|runtime| runtime.block_on(up::up(args))),
         Command::Keygen => keygen(),
-        Command::Status(args) => return status_cli::run(args).await,
+        Command::Status(args) => {
+            return match runtime(1) {
+                Ok(runtime) => runtime.block_on(status_cli::run(args)),
+                Err(error) => {
+                    eprintln!("Error: {error:?}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -100,8 +107,31 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+/// A runtime with `threads` workers: 1 is a single-threaded runtime (every task on
+/// the calling thread), 0 one worker per CPU.
+fn runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        if threads > 1 {
+            builder.worker_threads(threads);
+        }
+        builder
+    };
+    builder
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// Reads the configuration first: it says how many threads the runtime gets.
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.into_config().context("invalid configuration")?;
+    runtime(config.worker_threads)?.block_on(serve_config(config))
+}
+
+async fn serve_config(config: Config) -> anyhow::Result<()> {
     let listeners = Listeners::bind(&config)
         .await
         .context("binding listeners")?;

@@ -59,6 +59,7 @@ pub async fn run(runs: usize) -> anyhow::Result<String> {
         backend_load: peer_executor.ready_line().load,
         join: None,
         extra_args: Vec::new(),
+        binary: None,
     })?;
     let entry = ProxyProcess::spawn(&ProxyOptions {
         node_id: "entry".into(),
@@ -66,6 +67,7 @@ pub async fn run(runs: usize) -> anyhow::Result<String> {
         backend_load: silent_load.local_addr()?,
         join: Some(peer.ready.gossip),
         extra_args: Vec::new(),
+        binary: None,
     })?;
     let entry_check = &entry;
     tokio::task::block_in_place(|| entry_check.wait_for_peers(1, Duration::from_secs(60)))?;

@@ -4,6 +4,10 @@
 //! Unary: FindMissingBlobs of 100 digests (50 stored, 50 absent) at concurrency 1 and
 //! 64, calls/s and p50/p99 latency. Streams: ByteStream Write then Read of a fresh
 //! 256 MiB blob. Every round visits every contender, in a rotating order.
+//!
+//! With `REMESH_BENCH_BASELINE_PROXY=<path to another remesh-proxy build>`, that build
+//! runs as one more contender in front of the same executor, so a change to the
+//! proxy is measured against the code before it in the same run.
 
 use std::fmt::Write as _;
 
@@ -18,6 +22,12 @@ use crate::reapi_client::Clients;
 /// Digests in one FindMissingBlobs request: a typical Bazel batch is tens to hundreds.
 const DIGESTS: usize = 100;
 const CONCURRENCIES: [usize; 2] = [1, 64];
+
+const PROXY: &str = "remesh-proxy";
+const BASELINE: &str = "baseline proxy";
+const NGINX: &str = "nginx";
+/// Names another `remesh-proxy` binary to measure beside this one.
+const BASELINE_PROXY_ENV: &str = "REMESH_BENCH_BASELINE_PROXY";
 
 /// Each unary round: at most this many calls or this long.
 fn unary_limits(concurrency: usize) -> Limits {
@@ -64,7 +74,19 @@ pub async fn run(runs: usize) -> anyhow::Result<String> {
         backend_load: executor.ready_line().load,
         join: None,
         extra_args: Vec::new(),
+        binary: None,
     })?;
+    let baseline = match std::env::var_os(BASELINE_PROXY_ENV) {
+        Some(path) => Some(ProxyProcess::spawn(&ProxyOptions {
+            node_id: "bench-baseline".into(),
+            backend: executor.grpc_addr(),
+            backend_load: executor.ready_line().load,
+            join: None,
+            extra_args: Vec::new(),
+            binary: Some(path.into()),
+        })?),
+        None => None,
+    };
     let nginx_options = NginxOptions::new(executor.grpc_addr());
     let nginx: Option<NginxGrpcProxy> = match nginx_options.spawn() {
         Ok(nginx) => Some(nginx),
@@ -88,10 +110,13 @@ pub async fn run(runs: usize) -> anyhow::Result<String> {
 
     let mut contenders = vec![
         Contender::new("direct", executor.grpc_addr()).await?,
-        Contender::new("remesh-proxy", proxy.ready.grpc).await?,
+        Contender::new(PROXY, proxy.ready.grpc).await?,
     ];
+    if let Some(baseline) = &baseline {
+        contenders.push(Contender::new(BASELINE, baseline.ready.grpc).await?);
+    }
     if let Some(nginx) = &nginx {
-        contenders.push(Contender::new("nginx", nginx.addr).await?);
+        contenders.push(Contender::new(NGINX, nginx.addr).await?);
     }
     let list = FindMissingList::prepare(&contenders[0].connections[0], DIGESTS).await?;
     // Warm-up: connections, flow-control windows, the backend's allocator.
@@ -164,32 +189,32 @@ pub async fn run(runs: usize) -> anyhow::Result<String> {
 }
 
 fn render(contenders: &[Contender], runs: usize, nginx: &NginxOptions) -> String {
-    let mut header = vec!["benchmark"];
-    header.extend(contenders.iter().map(|c| c.name));
-    header.extend(contenders.iter().skip(1).map(|c| match c.name {
-        "remesh-proxy" => "proxy ÷ direct",
-        _ => "nginx ÷ direct",
-    }));
-    if contenders.len() == 3 {
-        header.push("proxy ÷ nginx");
+    // Ratio columns: every contender against direct (always first), then the proxy
+    // against the baseline build and against nginx when they ran.
+    let index_of = |name: &str| contenders.iter().position(|c| c.name == name);
+    let mut pairs: Vec<(String, usize, usize)> = (1..contenders.len())
+        .map(|i| (format!("{} ÷ direct", contenders[i].name), i, 0))
+        .collect();
+    if let Some(proxy) = index_of(PROXY) {
+        for other in [BASELINE, NGINX] {
+            if let Some(i) = index_of(other) {
+                pairs.push((format!("proxy ÷ {other}"), proxy, i));
+            }
+        }
     }
+    let mut header: Vec<&str> = vec!["benchmark"];
+    header.extend(contenders.iter().map(|c| c.name));
+    header.extend(pairs.iter().map(|(name, _, _)| name.as_str()));
     let mut table = Table::new(&header);
     let mut add = |name: String, pick: &dyn Fn(&Contender) -> &Series, decimals: usize| {
         let mut cells = vec![name];
         cells.extend(contenders.iter().map(|c| pick(c).summary(decimals)));
-        let direct = pick(&contenders[0]).median();
-        cells.extend(
-            contenders
-                .iter()
-                .skip(1)
-                .map(|c| ratio(pick(c).median(), direct)),
-        );
-        if contenders.len() == 3 {
-            cells.push(ratio(
-                pick(&contenders[1]).median(),
-                pick(&contenders[2]).median(),
-            ));
-        }
+        cells.extend(pairs.iter().map(|&(_, over, under)| {
+            ratio(
+                pick(&contenders[over]).median(),
+                pick(&contenders[under]).median(),
+            )
+        }));
         table.row(cells);
     };
     for (slot, concurrency) in CONCURRENCIES.iter().enumerate() {

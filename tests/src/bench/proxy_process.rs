@@ -43,6 +43,9 @@ pub struct ProxyOptions {
     pub join: Option<SocketAddr>,
     /// More `serve` flags.
     pub extra_args: Vec<String>,
+    /// Another `remesh-proxy` build to run instead of the workspace's (a baseline
+    /// for side-by-side comparison).
+    pub binary: Option<PathBuf>,
 }
 
 /// A running `remesh-proxy serve`.
@@ -67,7 +70,11 @@ impl ProxyProcess {
     pub fn spawn(options: &ProxyOptions) -> anyhow::Result<Self> {
         let log_dir = tempfile::Builder::new().prefix("remesh-proxy-").tempdir()?;
         let log = log_dir.path().join("proxy.stderr");
-        let mut command = Command::new(proxy_binary()?);
+        let binary = match &options.binary {
+            Some(binary) => binary.clone(),
+            None => proxy_binary()?,
+        };
+        let mut command = Command::new(binary);
         // The caller's environment must not reconfigure the proxy under test.
         for (name, _) in std::env::vars_os() {
             if name.to_string_lossy().starts_with("REMESH_PROXY_") {

@@ -1,0 +1,17 @@
+//! HTTP/2 flow-control windows for both sides of the proxy: the listener clients
+//! and peers send to, and the connections it opens to backends and peers.
+//!
+//! The proxy relays frames, so a window on either side caps how many bytes of one
+//! stream can be in flight through it. hyper's adaptive (BDP-probing) windows start
+//! at 64 KiB and grow only as ping round-trips measure the bandwidth-delay product;
+//! on loopback and in-cluster links a 256 MiB ByteStream spends most of its life
+//! waiting for WINDOW_UPDATEs while the estimate catches up. Fixed windows a little
+//! larger than what tonic and Bazel's netty use keep a stream streaming. The memory
+//! they commit is bounded by the peer, not by us: it is what one connection may
+//! have buffered in the proxy before its reader catches up.
+
+/// Bytes one stream may have in flight towards the proxy.
+pub const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
+
+/// Bytes all streams of one connection may have in flight towards the proxy.
+pub const CONNECTION_WINDOW: u32 = 8 * 1024 * 1024;
