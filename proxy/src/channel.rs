@@ -6,16 +6,17 @@
 //! the previous connection closed. A request that never reached a dead connection is
 //! retried once on a fresh one, which keeps a backend restart invisible to clients.
 //! Dropping the channel (a peer that left) closes the connection once in-flight
-//! streams end.
+//! streams end; `close` (a peer declared down) ends them at once.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::client::conn::http2::{self, SendRequest};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
 
 use crate::body::{ProxyBody, ProxyRequest};
 use crate::flow_control;
@@ -109,6 +110,8 @@ pub enum ChannelError {
     },
     #[error("bad request URI: {0}")]
     Uri(#[from] http::Error),
+    #[error("{endpoint} was declared down; its connection is closed")]
+    Closed { endpoint: String },
 }
 
 /// An error and its causes on one line: hyper's own message ("http2 error") says
@@ -134,6 +137,7 @@ impl ChannelError {
                 | Self::ConnectTimeout { .. }
                 | Self::Tls { .. }
                 | Self::Handshake { .. }
+                | Self::Closed { .. }
         )
     }
 }
@@ -165,6 +169,8 @@ pub struct Http2Channel {
     /// One slot per connection; requests take them in turn.
     connections: Vec<Mutex<Option<SendRequest<ProxyBody>>>>,
     next: AtomicUsize,
+    /// Cancelled by `close`: every connection task ends, and with it every stream.
+    closed: CancellationToken,
 }
 
 impl Http2Channel {
@@ -183,7 +189,15 @@ impl Http2Channel {
             settings,
             connections: (0..count.max(1)).map(|_| Mutex::new(None)).collect(),
             next: AtomicUsize::new(0),
+            closed: CancellationToken::new(),
         }
+    }
+
+    /// Ends every connection now, and with them the streams still open on them:
+    /// their clients get UNAVAILABLE instead of waiting for keep-alive pings to time
+    /// out on a host that vanished. Later requests fail without dialling.
+    pub fn close(&self) {
+        self.closed.cancel();
     }
 
     pub fn endpoint(&self) -> &Endpoint {
@@ -241,6 +255,11 @@ impl Http2Channel {
         &self,
         slot: &Mutex<Option<SendRequest<ProxyBody>>>,
     ) -> Result<SendRequest<ProxyBody>, ChannelError> {
+        if self.closed.is_cancelled() {
+            return Err(ChannelError::Closed {
+                endpoint: self.authority.clone(),
+            });
+        }
         // Held across the dial so that concurrent first requests share one connection.
         let mut guard = slot.lock().await;
         if let Some(sender) = guard.as_ref()
@@ -290,21 +309,30 @@ impl Http2Channel {
         I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     {
         let endpoint = self.authority.clone();
-        let (mut sender, connection) = http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .initial_stream_window_size(flow_control::STREAM_WINDOW)
-            .initial_connection_window_size(flow_control::CONNECTION_WINDOW)
-            .keep_alive_interval(self.settings.keepalive_interval)
-            .keep_alive_timeout(self.settings.keepalive_interval)
-            .handshake(io)
-            .await
-            .map_err(|source| ChannelError::Handshake {
-                endpoint: endpoint.clone(),
-                source,
-            })?;
+        let (mut sender, connection) = http2::Builder::new(ClosingExecutor {
+            closed: self.closed.clone(),
+        })
+        .timer(TokioTimer::new())
+        .initial_stream_window_size(flow_control::STREAM_WINDOW)
+        .initial_connection_window_size(flow_control::CONNECTION_WINDOW)
+        .keep_alive_interval(self.settings.keepalive_interval)
+        .keep_alive_timeout(self.settings.keepalive_interval)
+        .handshake(io)
+        .await
+        .map_err(|source| ChannelError::Handshake {
+            endpoint: endpoint.clone(),
+            source,
+        })?;
+        let closed = self.closed.clone();
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%endpoint, %error, "upstream connection closed");
+            tokio::select! {
+                result = connection => if let Err(error) = result {
+                    tracing::debug!(%endpoint, %error, "upstream connection closed");
+                },
+                // Dropping the connection fails its open streams.
+                () = closed.cancelled() => {
+                    tracing::info!(%endpoint, "closing the connection to a peer declared down");
+                }
             }
         });
         sender
@@ -315,6 +343,31 @@ impl Http2Channel {
                 source,
             })?;
         Ok(sender)
+    }
+}
+
+/// Spawns hyper's connection tasks (the HTTP/2 connection itself and each request
+/// body's pump) so that `Http2Channel::close` can end them: hyper drives the
+/// connection in a task of its own, out of reach of the handle it returns.
+/// Dropping that task drops the HTTP/2 state, which fails every open stream.
+#[derive(Clone)]
+struct ClosingExecutor {
+    closed: CancellationToken,
+}
+
+impl<F> hyper::rt::Executor<F> for ClosingExecutor
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, future: F) {
+        let closed = self.closed.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = future => {}
+                () = closed.cancelled() => {}
+            }
+        });
     }
 }
 

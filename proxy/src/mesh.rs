@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use crate::balance::{NodeLoad, PeerSelector, Snapshot};
 use crate::channel::{ChannelSettings, Endpoint, Http2Channel};
 use crate::load::LoadRecord;
-use crate::membership::{ClusterView, PeerState, ViewSink};
+use crate::membership::{ClusterView, PeerEntry, PeerState, ViewSink};
 use crate::operation_name::NodeId;
 use crate::route::{ForwardOutcome, PeerRouting, Target};
 use crate::wire::request_message::ExecuteRouting;
@@ -151,17 +151,44 @@ impl Mesh {
     }
 }
 
+/// What becomes of a pooled channel when a new view arrives.
+#[derive(Debug, PartialEq, Eq)]
+enum Retire {
+    Keep,
+    /// The member left gracefully: it finishes its running operations and serves
+    /// their streams until then, so they go on; new requests cannot reach it.
+    LetStreamsFinish,
+    /// The member was declared down, restarted or is forgotten: whatever streams it
+    /// had are dead, and the sooner their clients hear so, the sooner they retry
+    /// elsewhere (keep-alive alone would take tens of seconds on a vanished host).
+    CloseNow,
+}
+
+fn retire(peer: Option<&PeerEntry>, pooled_generation: u64) -> Retire {
+    match peer {
+        Some(peer) if peer.identity.generation != pooled_generation => Retire::CloseNow,
+        Some(peer) if peer.state != PeerState::Down => Retire::Keep,
+        Some(peer) if peer.leaving => Retire::LetStreamsFinish,
+        _ => Retire::CloseNow,
+    }
+}
+
 impl ViewSink for Mesh {
     fn publish(&self, view: ClusterView) {
         {
             // A channel lives while its member is alive or suspect in the same
             // generation; a restarted member gets a fresh connection.
             let mut channels = lock(&self.channels);
-            channels.retain(|node, pooled| {
-                view.peer(node).is_some_and(|peer| {
-                    peer.state != PeerState::Down && peer.identity.generation == pooled.generation
-                })
-            });
+            channels.retain(
+                |node, pooled| match retire(view.peer(node), pooled.generation) {
+                    Retire::Keep => true,
+                    Retire::LetStreamsFinish => false,
+                    Retire::CloseNow => {
+                        pooled.channel.close();
+                        false
+                    }
+                },
+            );
         }
         lock(&self.tallies).retain(|node, _| view.peer(node).is_some());
         let now = Instant::now();
@@ -230,7 +257,7 @@ impl PeerRouting for Mesh {
 mod tests {
     use super::*;
     use crate::balance::least_loaded::LeastLoaded;
-    use crate::membership::{MemberIdentity, PeerEntry};
+    use crate::membership::MemberIdentity;
 
     fn identity(id: &str, port: u16) -> MemberIdentity {
         MemberIdentity {
@@ -349,6 +376,30 @@ mod tests {
         assert!(mesh.peer_channel(&b).is_none());
         assert!(lock(&mesh.channels).is_empty());
         assert!(mesh.peer_channel(&NodeId::new("zz").unwrap()).is_none());
+    }
+
+    #[test]
+    fn down_peers_lose_their_streams_and_leaving_ones_keep_them() {
+        let alive = peer("b", 2000, PeerState::Alive, load(0, 0, 4));
+        let generation = alive.identity.generation;
+        assert_eq!(retire(Some(&alive), generation), Retire::Keep);
+        let suspect = PeerEntry {
+            state: PeerState::Suspect,
+            ..alive.clone()
+        };
+        assert_eq!(retire(Some(&suspect), generation), Retire::Keep);
+        let down = PeerEntry {
+            state: PeerState::Down,
+            ..alive.clone()
+        };
+        assert_eq!(retire(Some(&down), generation), Retire::CloseNow);
+        let left = PeerEntry {
+            leaving: true,
+            ..down
+        };
+        assert_eq!(retire(Some(&left), generation), Retire::LetStreamsFinish);
+        assert_eq!(retire(Some(&alive), generation + 1), Retire::CloseNow);
+        assert_eq!(retire(None, generation), Retire::CloseNow);
     }
 
     #[tokio::test]

@@ -110,6 +110,16 @@ impl Execution for FakeBackend {
                 first.chain(futures::stream::pending()),
             )));
         }
+        if request.instance_name == "slow" {
+            // One update, then done after three seconds: an action still running
+            // when something happens to the node.
+            let first = futures::stream::iter(vec![Ok(operation(name.clone(), false))]);
+            let done = futures::stream::once(async move {
+                tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+                Ok(operation(name, true))
+            });
+            return Ok(Response::new(Box::pin(first.chain(done))));
+        }
         let updates = vec![
             Ok(operation(name.clone(), false)),
             Ok(operation(name, true)),

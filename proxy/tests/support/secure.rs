@@ -129,6 +129,11 @@ impl ServeProcess {
     pub fn admin(&self) -> SocketAddr {
         self.ready.admin
     }
+
+    /// The process id, for signals (it is this test's own child).
+    pub fn pid(&self) -> u32 {
+        self._guard.pids[0]
+    }
 }
 
 /// Members in state `alive` in `admin`'s `/cluster` (0 when it does not answer).
