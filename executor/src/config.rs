@@ -71,8 +71,10 @@ pub struct Config {
     /// Capabilities); larger blobs go through ByteStream.
     pub max_batch_bytes: u64,
     /// Largest gRPC message accepted; must exceed `max_batch_bytes` by some headroom.
-    /// A larger message is refused by tonic's codec with OUT_OF_RANGE (not the
-    /// RESOURCE_EXHAUSTED other gRPC stacks use); Bazel does not retry either way.
+    /// A larger request message is refused with RESOURCE_EXHAUSTED naming both sizes, as
+    /// other gRPC stacks do (see `decode_status`). Bazel retries that code a few times,
+    /// which is one more reason for the headroom: a batch sized by the advertised
+    /// `max_batch_bytes` must never reach this limit.
     pub max_message_bytes: usize,
     /// HTTP/2 streams (concurrent calls) one client connection may have open, announced
     /// to the client in SETTINGS_MAX_CONCURRENT_STREAMS. Clients queue or open another

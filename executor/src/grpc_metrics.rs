@@ -75,7 +75,7 @@ where
 }
 
 /// `/pkg.Service/Method` → `Service/Method` (the package adds nothing but length).
-fn method_label(path: &str) -> String {
+pub(crate) fn method_label(path: &str) -> String {
     let path = path.trim_start_matches('/');
     match path.split_once('/') {
         Some((service, method)) => {

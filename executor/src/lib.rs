@@ -13,11 +13,13 @@
 //! - `resource_name`: ByteStream resource names, parsed and validated.
 //! - `service`: one file per gRPC service, translating requests into calls on the above.
 //! - `server`: binds every service to its port and runs until shutdown.
+//! - `decode_status`: the precise status of a request tonic could not read.
 //! - `metrics`: Prometheus counters and the `/metrics` endpoint.
 //! - `fuzzing`: entry points of the fuzz targets and of their corpus replay test.
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod decode_status;
 pub mod digest;
 pub mod execution;
 pub mod fuzzing;

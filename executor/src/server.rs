@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 
 use crate::config::{Config, SandboxMode};
+use crate::decode_status::DecodeStatusLayer;
 use crate::execution::Engine;
 use crate::execution::sandbox::{Sandbox, SandboxError};
 use crate::grpc_metrics::GrpcMetricsLayer;
@@ -136,7 +137,9 @@ impl Executor {
             // limit: clients learn the bound and queue or open another connection,
             // instead of the server accepting streams it then parks.
             .max_concurrent_streams(Some(config.max_concurrent_streams))
+            // Inside the metrics layer, so requests are counted with the precise code.
             .layer(GrpcMetricsLayer::new(metrics.clone()))
+            .layer(DecodeStatusLayer::new())
             .add_routes(service::with_execution_routes(
                 service::storage_routes(&config, &cas, &action_cache),
                 &config,
@@ -148,6 +151,7 @@ impl Executor {
                 stop_serving.clone().cancelled_owned(),
             );
         let load_server = Server::builder()
+            .layer(DecodeStatusLayer::new())
             .add_routes(service::load_routes(&config, &engine))
             .add_service(health_service)
             .serve_with_incoming_shutdown(

@@ -2,16 +2,19 @@
 //! proxy in front of one (`tests/hostile_*.rs`). Each case sends bytes a well-behaved
 //! client never would and asserts the exact gRPC status a user would check.
 //!
-//! Where the two fronts differ, the reason is who reads the bytes: the executor decodes
-//! every message with tonic (framing faults are INTERNAL, an oversized message is
-//! OUT_OF_RANGE), while the proxy passes storage calls through untouched and reads the
-//! first message of an Execute itself (see `remesh_proxy::edge::status_of`).
+//! Both fronts put the fault on the client: undecodable protobuf and broken framing are
+//! INVALID_ARGUMENT, an oversized message RESOURCE_EXHAUSTED (the executor rewrites
+//! tonic's INTERNAL and OUT_OF_RANGE, see `remesh_executor::decode_status`; the proxy
+//! passes storage calls through untouched and reads the first message of an Execute
+//! itself, see `remesh_proxy::edge::status_of`). Where they still differ, the reason is
+//! that the proxy reads an Execute with its own rules.
 
 use std::net::SocketAddr;
 
 use anyhow::{Context, ensure};
 use bytes::Bytes;
 use prost::Message;
+use remesh_proto::bytestream::WriteRequest;
 use remesh_proto::reapi::{
     Action, BatchReadBlobsRequest, BatchUpdateBlobsRequest, Command, Digest, Directory,
     DirectoryNode, ExecuteRequest, FileNode, FindMissingBlobsRequest, SymlinkNode,
@@ -27,6 +30,7 @@ pub const FIND_MISSING: &str =
 pub const BATCH_UPDATE: &str =
     "/build.bazel.remote.execution.v2.ContentAddressableStorage/BatchUpdateBlobs";
 pub const EXECUTE: &str = "/build.bazel.remote.execution.v2.Execution/Execute";
+pub const WRITE: &str = "/google.bytestream.ByteStream/Write";
 pub const HEALTH_CHECK: &str = "/grpc.health.v1.Health/Check";
 
 /// The message limits both fronts run with in these suites (small, so an oversized
@@ -52,8 +56,9 @@ pub enum Front {
 }
 
 impl Front {
-    /// What a malformed Execute request gets: tonic's decoding on the executor, the
-    /// proxy's own reading of the message on the proxy.
+    /// What a malformed Execute request gets where the fronts disagree: tonic's decoding
+    /// (and the executor's rewrite of its status) on the executor, the proxy's own
+    /// reading of the message on the proxy.
     fn bad_execute(self, on_executor: Code, on_proxy: Code) -> Code {
         match self {
             Front::Executor => on_executor,
@@ -79,12 +84,15 @@ async fn raw(addr: SocketAddr, path: &str, chunks: Vec<Bytes>) -> anyhow::Result
 const MALFORMED: &[u8] = &[0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f, b'x'];
 
 /// Protobuf that does not parse, in a correctly framed gRPC message.
-pub async fn malformed_protobuf(addr: SocketAddr, front: Front) -> anyhow::Result<()> {
+pub async fn malformed_protobuf(addr: SocketAddr) -> anyhow::Result<()> {
     let reply = raw(addr, FIND_MISSING, vec![grpc_frame(MALFORMED)]).await?;
-    expect_code(&reply, Code::Internal, "malformed FindMissingBlobs")?;
+    expect_code(&reply, Code::InvalidArgument, "malformed FindMissingBlobs")?;
+    ensure!(
+        reply.grpc_message.contains("decode"),
+        "malformed FindMissingBlobs: {reply:?}"
+    );
     let reply = raw(addr, EXECUTE, vec![grpc_frame(MALFORMED)]).await?;
-    let code = front.bad_execute(Code::Internal, Code::InvalidArgument);
-    expect_code(&reply, code, "malformed Execute")?;
+    expect_code(&reply, Code::InvalidArgument, "malformed Execute")?;
     // Well-formed protobuf carrying a digest that is not one.
     let request = FindMissingBlobsRequest {
         blob_digests: vec![Digest {
@@ -106,22 +114,34 @@ pub async fn malformed_protobuf(addr: SocketAddr, front: Front) -> anyhow::Resul
     )
 }
 
-/// A length prefix larger than the data that follows, then END_STREAM; and two whole
-/// messages where a unary call takes one.
-pub async fn truncated_frames(addr: SocketAddr, front: Front) -> anyhow::Result<()> {
+/// A length prefix larger than the data that follows, then END_STREAM; a prefix cut
+/// short; a whole message followed by a cut one; no message at all.
+pub async fn truncated_frames(addr: SocketAddr) -> anyhow::Result<()> {
     let cut = grpc_frame_with(0, 100, &[0x0a, 0x02, b'a']);
     let reply = raw(addr, FIND_MISSING, vec![cut.clone()]).await?;
-    expect_code(&reply, Code::Internal, "truncated FindMissingBlobs")?;
-    let reply = raw(addr, EXECUTE, vec![cut]).await?;
-    let code = front.bad_execute(Code::Internal, Code::InvalidArgument);
-    expect_code(&reply, code, "truncated Execute")?;
+    expect_code(&reply, Code::InvalidArgument, "truncated FindMissingBlobs")?;
+    let reply = raw(addr, EXECUTE, vec![cut.clone()]).await?;
+    expect_code(&reply, Code::InvalidArgument, "truncated Execute")?;
     // Only part of the 5-byte prefix.
     let reply = raw(addr, EXECUTE, vec![Bytes::from_static(&[0, 0, 0])]).await?;
-    expect_code(&reply, code, "Execute with a cut prefix")
+    expect_code(&reply, Code::InvalidArgument, "Execute with a cut prefix")?;
+    let whole = grpc_frame(&FindMissingBlobsRequest::default().encode_to_vec());
+    let reply = raw(addr, FIND_MISSING, vec![whole, cut]).await?;
+    expect_code(
+        &reply,
+        Code::InvalidArgument,
+        "FindMissingBlobs, then a truncated message",
+    )?;
+    let reply = raw(addr, FIND_MISSING, vec![Bytes::new()]).await?;
+    expect_code(
+        &reply,
+        Code::InvalidArgument,
+        "FindMissingBlobs without a message",
+    )
 }
 
 /// Messages past the configured limits, announced and actually sent.
-pub async fn oversized_messages(addr: SocketAddr, front: Front) -> anyhow::Result<()> {
+pub async fn oversized_messages(addr: SocketAddr) -> anyhow::Result<()> {
     let blob = vec![7u8; MAX_MESSAGE_BYTES + 1];
     let request = BatchUpdateBlobsRequest {
         requests: vec![batch_update_blobs_request::Request {
@@ -133,10 +153,19 @@ pub async fn oversized_messages(addr: SocketAddr, front: Front) -> anyhow::Resul
     };
     let message = request.encode_to_vec();
     let reply = raw(addr, BATCH_UPDATE, vec![grpc_frame(&message)]).await?;
-    expect_code(&reply, Code::OutOfRange, "oversized BatchUpdateBlobs")?;
+    expect_code(
+        &reply,
+        Code::ResourceExhausted,
+        "oversized BatchUpdateBlobs",
+    )?;
+    ensure!(
+        reply.grpc_message.contains(&message.len().to_string())
+            && reply.grpc_message.contains(&MAX_MESSAGE_BYTES.to_string()),
+        "oversized BatchUpdateBlobs: size or limit not named: {reply:?}"
+    );
     // An Execute whose prefix alone announces 4 GiB.
     let reply = raw(addr, EXECUTE, vec![grpc_frame_with(0, u32::MAX, b"\x0a")]).await?;
-    let code = front.bad_execute(Code::OutOfRange, Code::ResourceExhausted);
+    let code = Code::ResourceExhausted;
     expect_code(&reply, code, "Execute announcing 4 GiB")?;
     let padding = ExecuteRequest {
         instance_name: "x".repeat(MAX_MESSAGE_BYTES + 1),
@@ -146,15 +175,83 @@ pub async fn oversized_messages(addr: SocketAddr, front: Front) -> anyhow::Resul
     expect_code(&reply, code, "oversized Execute")
 }
 
-/// The compressed flag without any `grpc-encoding` header.
+/// The compressed flag without any `grpc-encoding` header, and a flag that is neither
+/// 0 nor 1.
 pub async fn compressed_without_encoding(addr: SocketAddr, front: Front) -> anyhow::Result<()> {
     let body = FindMissingBlobsRequest::default().encode_to_vec();
     let flagged = grpc_frame_with(1, body.len() as u32, &body);
     let reply = raw(addr, FIND_MISSING, vec![flagged.clone()]).await?;
-    expect_code(&reply, Code::Internal, "compressed FindMissingBlobs")?;
+    expect_code(&reply, Code::InvalidArgument, "compressed FindMissingBlobs")?;
     let reply = raw(addr, EXECUTE, vec![flagged]).await?;
-    let code = front.bad_execute(Code::Internal, Code::Unimplemented);
-    expect_code(&reply, code, "compressed Execute")
+    let code = front.bad_execute(Code::InvalidArgument, Code::Unimplemented);
+    expect_code(&reply, code, "compressed Execute")?;
+    let reply = raw(
+        addr,
+        FIND_MISSING,
+        vec![grpc_frame_with(2, body.len() as u32, &body)],
+    )
+    .await?;
+    expect_code(
+        &reply,
+        Code::InvalidArgument,
+        "FindMissingBlobs with flag 2",
+    )
+}
+
+/// A ByteStream Write whose first message is valid and whose next frame is broken: the
+/// call ends with the precise status and the blob is not stored.
+pub async fn broken_write_streams(addr: SocketAddr, clients: &Clients) -> anyhow::Result<()> {
+    // `finish_write: true`, the message that would have committed the upload.
+    let finish = [0x18, 0x01];
+    let cases = [
+        ("undecodable", grpc_frame(MALFORMED), Code::InvalidArgument),
+        (
+            "truncated",
+            grpc_frame_with(0, 100, &finish),
+            Code::InvalidArgument,
+        ),
+        (
+            "compressed without encoding",
+            grpc_frame_with(1, 2, &finish),
+            Code::InvalidArgument,
+        ),
+        (
+            "flag 2",
+            grpc_frame_with(2, 2, &finish),
+            Code::InvalidArgument,
+        ),
+        (
+            "announcing 4 GiB",
+            grpc_frame_with(0, u32::MAX, &finish),
+            Code::ResourceExhausted,
+        ),
+    ];
+    for (index, (what, bad, code)) in cases.into_iter().enumerate() {
+        // A blob of its own per case: 2,000 bytes, of which the first message sends half.
+        let mut blob = vec![index as u8; 2000];
+        blob[1999] = 0xff;
+        let digest = blob_digest(&blob);
+        let opening = WriteRequest {
+            resource_name: format!(
+                "uploads/{}/blobs/{}/{}",
+                uuid::Uuid::new_v4(),
+                digest.hash,
+                digest.size_bytes
+            ),
+            write_offset: 0,
+            finish_write: false,
+            data: blob[..1000].to_vec(),
+        };
+        let chunks = vec![grpc_frame(&opening.encode_to_vec()), bad];
+        let reply = raw(addr, WRITE, chunks).await?;
+        expect_code(&reply, code, &format!("ByteStream Write, then {what}"))?;
+        let missing = clients.find_missing(std::slice::from_ref(&digest)).await?;
+        ensure!(
+            missing.len() == 1,
+            "ByteStream Write, then {what}: the blob was stored"
+        );
+    }
+    Ok(())
 }
 
 /// Blobs sent under a digest that is not theirs; none of them may be stored.
@@ -261,7 +358,7 @@ pub async fn enormous_batches(clients: &Clients) -> anyhow::Result<()> {
         .await
         .err()
         .context("a FindMissingBlobs past the message limit succeeded")?;
-    ensure!(status.code() == Code::OutOfRange, "{status:?}");
+    ensure!(status.code() == Code::ResourceExhausted, "{status:?}");
     // Within the limits, the same count is answered.
     let missing = clients.find_missing(&digests).await?;
     ensure!(missing.len() == digests.len(), "{} missing", missing.len());

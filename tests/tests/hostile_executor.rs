@@ -21,18 +21,13 @@ async fn hostile_input_to_an_executor_gets_precise_statuses_and_harms_nothing() 
     let clients = executor.clients("").await.unwrap();
     let before = sandbox.snapshot().unwrap();
 
-    hostile::malformed_protobuf(addr, Front::Executor)
-        .await
-        .unwrap();
-    hostile::truncated_frames(addr, Front::Executor)
-        .await
-        .unwrap();
-    hostile::oversized_messages(addr, Front::Executor)
-        .await
-        .unwrap();
+    hostile::malformed_protobuf(addr).await.unwrap();
+    hostile::truncated_frames(addr).await.unwrap();
+    hostile::oversized_messages(addr).await.unwrap();
     hostile::compressed_without_encoding(addr, Front::Executor)
         .await
         .unwrap();
+    hostile::broken_write_streams(addr, &clients).await.unwrap();
     hostile::wrong_digests(&clients).await.unwrap();
     hostile::enormous_batches(&clients).await.unwrap();
     hostile::path_traversal(&clients).await.unwrap();

@@ -83,16 +83,13 @@ async fn hostile_input_to_a_proxy_gets_precise_statuses_and_dials_nothing() {
     let clients = Clients::connect(addr, "").await.unwrap();
     let before = sandbox.snapshot().unwrap();
 
-    hostile::malformed_protobuf(addr, Front::Proxy)
-        .await
-        .unwrap();
-    hostile::truncated_frames(addr, Front::Proxy).await.unwrap();
-    hostile::oversized_messages(addr, Front::Proxy)
-        .await
-        .unwrap();
+    hostile::malformed_protobuf(addr).await.unwrap();
+    hostile::truncated_frames(addr).await.unwrap();
+    hostile::oversized_messages(addr).await.unwrap();
     hostile::compressed_without_encoding(addr, Front::Proxy)
         .await
         .unwrap();
+    hostile::broken_write_streams(addr, &clients).await.unwrap();
     hostile::wrong_digests(&clients).await.unwrap();
     hostile::enormous_batches(&clients).await.unwrap();
     hostile::path_traversal(&clients).await.unwrap();

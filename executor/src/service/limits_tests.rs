@@ -279,9 +279,10 @@ async fn read_bytes_refuses_a_file_changed_behind_the_cas() {
     }
 }
 
-/// tonic's codec refuses a message over `max_decoding_message_size` with OUT_OF_RANGE
-/// (other gRPC stacks say RESOURCE_EXHAUSTED); a batch under the message limit but
-/// over `max_batch_bytes` is refused by the CAS service with INVALID_ARGUMENT.
+/// A message over `max_decoding_message_size` is refused with RESOURCE_EXHAUSTED naming
+/// its size and the limit (tonic's OUT_OF_RANGE, rewritten by `decode_status`); a batch
+/// under the message limit but over `max_batch_bytes` is refused by the CAS service with
+/// INVALID_ARGUMENT.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn message_and_batch_limits_are_enforced_with_their_statuses() {
     let node = Running::start(|config| {
@@ -296,7 +297,11 @@ async fn message_and_batch_limits_are_enforced_with_their_statuses() {
         .batch_update_blobs(update(&[&over_message]))
         .await
         .unwrap_err();
-    assert_eq!(error.code(), Code::OutOfRange, "{error:?}");
+    assert_eq!(error.code(), Code::ResourceExhausted, "{error:?}");
+    assert!(
+        error.message().contains("limit of 200000 bytes"),
+        "{error:?}"
+    );
 
     let over_batch = [data(60_000, 5), data(60_000, 7)];
     let error = cas
