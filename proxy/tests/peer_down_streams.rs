@@ -188,4 +188,12 @@ async fn a_forwarded_execute_survives_its_owner_leaving_gracefully() {
         .expect("a final operation");
     assert!(done.done, "{done:?}");
     assert_eq!(done.name, running.name);
+    // Its own leave is not reported as being thrown out of the cluster.
+    support::eventually("b to log its leave", Duration::from_secs(10), || async {
+        let log = std::fs::read_to_string(&b.log).ok()?;
+        log.contains("left the cluster").then_some(())
+    })
+    .await;
+    let log = std::fs::read_to_string(&b.log).unwrap();
+    assert!(!log.contains("declared down"), "{log}");
 }

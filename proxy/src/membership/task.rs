@@ -313,10 +313,12 @@ impl<S: ViewSink> MembershipTask<S> {
                     tracing::debug!(node = %new.node_id, old = old.generation, new = new.generation, "member restarted");
                 }
                 OwnedNotification::Idle => tracing::info!("no other member known"),
+                // foca reports its own leave as Defunct too; that one is expected.
+                // Otherwise it only goes defunct when it cannot rejoin, and
+                // `MemberIdentity::renew` always offers a new generation.
+                OwnedNotification::Defunct if self.leaving => {}
                 OwnedNotification::Defunct => {
-                    tracing::warn!(
-                        "declared down by the cluster; rejoining under a new generation"
-                    );
+                    tracing::warn!("declared down by the cluster and unable to rejoin");
                 }
                 OwnedNotification::Rejoin(identity) => {
                     tracing::info!(generation = identity.generation, "rejoined the cluster");
