@@ -7,7 +7,11 @@
 //! One three-node mesh serves every phase, in order: it forms and forwards; a TLS
 //! client works while plaintext and certificate-less clients are refused; a node
 //! with the wrong gossip key never becomes a member; a node whose mesh certificate
-//! comes from another CA gossips (it has the key) but cannot forward to the mesh.
+//! comes from another CA gossips (it has the key), yet the mesh never forwards to it
+//! (though it looks the best candidate) and it cannot forward to the mesh.
+//!
+//! This is the shared-port layout (peers and clients on one TLS port); the peer-port
+//! layout (`peer_listen`) has its own test, `mesh_peer_port`.
 
 mod support;
 
@@ -18,10 +22,13 @@ use std::time::{Duration, Instant};
 
 use remesh_proto::reapi::capabilities_client::CapabilitiesClient;
 use remesh_proto::reapi::execution_client::ExecutionClient;
-use remesh_proto::reapi::{Digest, ExecuteRequest, GetCapabilitiesRequest};
+use remesh_proto::reapi::{ExecuteRequest, GetCapabilitiesRequest};
 use support::fake_backend::FakeBackend;
 use support::processes::{UpCluster, metric};
-use support::secure::{Ca, LeafFiles, ServeProcess, alive_members, keyring_file};
+use support::secure::{
+    Ca, LeafFiles, ServeProcess, alive_members, assert_mesh_never_forwards_to, ca_bundle,
+    execute_request, execute_to_end, keyring_file,
+};
 use support::{eventually, wait_member_state};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
@@ -105,33 +112,6 @@ async fn tls_channel(
         .connect()
         .await
         .map_err(|e| format!("{e:?}"))
-}
-
-fn execute_request(instance: &str, hash: &str) -> ExecuteRequest {
-    ExecuteRequest {
-        instance_name: instance.into(),
-        action_digest: Some(Digest {
-            hash: hash.into(),
-            size_bytes: 10,
-        }),
-        ..Default::default()
-    }
-}
-
-/// Runs one Execute to its end; returns the last operation's name.
-async fn execute_to_end(client: &mut ExecutionClient<Channel>, hash: &str) -> String {
-    let mut stream = client
-        .execute(execute_request("main", hash))
-        .await
-        .expect("Execute")
-        .into_inner();
-    let mut last = None;
-    while let Some(operation) = stream.message().await.expect("operation stream") {
-        last = Some(operation);
-    }
-    let last = last.expect("at least one operation");
-    assert!(last.done, "{last:?}");
-    last.name
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -302,14 +282,17 @@ async fn sealed_mtls_mesh_forms_forwards_and_keeps_strangers_out() {
     drop(stranger);
 
     // Phase 5: the right gossip key but a mesh certificate from another CA: it
-    // becomes a member, but every forward to the mesh fails its handshake.
+    // becomes a member, but no forward crosses between it and the mesh.
+    // It trusts the mesh CA besides its own (a CA certificate is no secret), so
+    // only the mesh's own checks keep it out, in either direction.
     let rogue_ca = Ca::new(path, "rogue");
     let leaf = rogue_ca.leaf("s-r", &[]);
-    let backend = FakeBackend::default();
-    let addr = backend.clone().start().await;
+    let rogue_backend = FakeBackend::default();
+    let addr = rogue_backend.clone().start().await;
+    let rogue_trusts = ca_bundle(&path.join("rogue-trusts.pem"), &[&rogue_ca, &pki.mesh]);
     let args = node_args(
         &pki,
-        &rogue_ca.pem_file,
+        &rogue_trusts,
         &leaf,
         &keyring,
         addr,
@@ -319,6 +302,41 @@ async fn sealed_mtls_mesh_forms_forwards_and_keeps_strangers_out() {
     for id in ids {
         wait_member_state(rogue.admin(), id, "alive", CONVERGE).await;
     }
+    for node in &nodes {
+        wait_member_state(node.admin(), "s-r", "alive", CONVERGE).await;
+    }
+
+    // 5a: the mesh towards the rogue. A still holds one Execute; with B and C
+    // busy too, the idle rogue is A's best candidate, and the dial must fail.
+    let mut fill = Vec::new();
+    for node in &nodes[1..] {
+        let channel = tls_channel(&pki, node.ready.grpc, true)
+            .await
+            .expect("a TLS client at a mesh node");
+        fill.push((node, ExecutionClient::new(channel)));
+    }
+    let filled = assert_mesh_never_forwards_to(&rogue, &rogue_backend, a, &mut at_a, fill).await;
+    drop(filled);
+
+    // 5b: the rogue towards the mesh, once it sees B or C with room again.
+    eventually(
+        "the rogue to see a mesh node with room",
+        CONVERGE,
+        || async {
+            let report = support::cluster(rogue.admin()).await?;
+            report
+                .members
+                .iter()
+                .any(|m| {
+                    !m.local
+                        && m.state == "alive"
+                        && m.load
+                            .is_some_and(|l| l.queued + l.executing < l.max_concurrency)
+                })
+                .then_some(())
+        },
+    )
+    .await;
     let mut refused_on_mesh = 0.0;
     for node in &nodes {
         refused_on_mesh += metric(
@@ -374,6 +392,11 @@ async fn sealed_mtls_mesh_forms_forwards_and_keeps_strangers_out() {
         let executes = backend.recorded.lock().unwrap().executes;
         assert!(executes <= 3, "node {index} ran {executes}");
     }
+    assert_eq!(
+        rogue_backend.recorded.lock().unwrap().executes,
+        2,
+        "the rogue ran only what its own client sent it"
+    );
     drop(held);
     drop(rogue_held);
 }
