@@ -210,7 +210,7 @@ async fn a_bad_certificate_or_keyring_stops_the_start_before_the_ready_line() {
             "{case}: the error names the file: {stderr}"
         );
         assert!(
-            stderr.contains(&format!("{field}")),
+            stderr.contains(field),
             "{case}: the error names {field}: {stderr}"
         );
     }
