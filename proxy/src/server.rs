@@ -197,6 +197,16 @@ pub fn prepare(
 ) -> Result<Prepared, RunError> {
     config.validate()?;
     config.check_security_at_start()?;
+    if config.peer_listen.is_some() != listeners.peer.is_some() {
+        // A peer port bound without its TLS, or configured but never bound.
+        return Err(ConfigError::Invalid {
+            field: "peer_listen",
+            reason: "the bound listeners do not match the configuration (bind with \
+                     Listeners::bind)"
+                .into(),
+        }
+        .into());
+    }
     let node_id = config.node_id()?;
     let addresses = listeners.addresses(&config)?;
     let identity = MemberIdentity {
