@@ -38,6 +38,12 @@ pub struct AdminState {
     pub events: MembershipEvents,
     /// When this proxy started, for the uptime shown to people.
     pub started: Instant,
+    /// Where clients reach this node (`listen`, or `grpc_advertise`); reported in
+    /// `/cluster` because a member's gossiped `grpc_addr` is the peer port when
+    /// the node has one.
+    pub client_addr: Option<std::net::SocketAddr>,
+    /// The address peers dial on the peer port, when the node has one.
+    pub peer_addr: Option<std::net::SocketAddr>,
 }
 
 impl AdminState {
@@ -48,7 +54,21 @@ impl AdminState {
             mesh,
             events,
             started: Instant::now(),
+            client_addr: None,
+            peer_addr: None,
         }
+    }
+
+    /// Reports this node's client address and, when it has a peer port, the
+    /// address peers dial there.
+    pub fn with_addresses(
+        mut self,
+        client: std::net::SocketAddr,
+        peer: Option<std::net::SocketAddr>,
+    ) -> Self {
+        self.client_addr = Some(client);
+        self.peer_addr = peer;
+        self
     }
 }
 
@@ -85,12 +105,14 @@ fn handle(state: &AdminState, request: &Request<Incoming>) -> Response<Full<Byte
             }
         }
         "/cluster" => {
-            let report = full_report(
+            let mut report = full_report(
                 &state.mesh.view(),
                 &state.metrics,
                 &state.events,
                 state.started.elapsed(),
             );
+            report.client_addr = state.client_addr.map(|addr| addr.to_string());
+            report.peer_addr = state.peer_addr.map(|addr| addr.to_string());
             let body = serde_json::to_string_pretty(&report).unwrap_or_default();
             let mut response = respond(StatusCode::OK, "application/json", Bytes::from(body));
             // The page polls this: a cached copy would show a frozen cluster.

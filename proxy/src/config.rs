@@ -40,11 +40,22 @@ pub enum Policy {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// The gRPC port clients (and peers) use. Port 0 picks one.
+    /// The gRPC port clients use, and peers too unless `peer_listen` is set. Port 0
+    /// picks one.
     pub listen: SocketAddr,
-    /// The address peers dial for gRPC; defaults to `listen` once bound, and must be
-    /// given when `listen` is a wildcard address.
+    /// The address `listen` is reached at; defaults to `listen` once bound. Without
+    /// `peer_listen` it is what peers dial, and must be given when `listen` is a
+    /// wildcard address; with `peer_listen` it is only reported (`/cluster`).
     pub grpc_advertise: Option<SocketAddr>,
+    /// A gRPC port for peers only, served with mutual TLS under `[mesh_tls]`
+    /// (required with it): a connection must present a certificate chained to the
+    /// mesh CA, and only connections here may mark a request as forwarded. `listen`
+    /// then serves clients alone, over `[tls]` or h2c. Unset: peers share `listen`.
+    pub peer_listen: Option<SocketAddr>,
+    /// The address peers dial for `peer_listen` (gossiped as this node's gRPC
+    /// address); defaults to `peer_listen` once bound, and must be given when
+    /// `peer_listen` is a wildcard address.
+    pub peer_advertise: Option<SocketAddr>,
     /// Plain HTTP: `/metrics`, `/healthz`, `/readyz`, `/cluster`.
     pub admin_listen: SocketAddr,
     /// UDP port of the SWIM gossip.
@@ -87,10 +98,11 @@ pub struct Config {
     /// How long dialing a backend or peer may take before trying elsewhere.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
-    /// TLS for clients on the gRPC listener. Peers share the listener, so it needs
-    /// `mesh_tls` too (checked at start).
+    /// TLS for clients on the gRPC listener. Without `peer_listen` peers share the
+    /// listener, so it needs `mesh_tls` too (checked at start).
     pub tls: Option<ServerTlsConfig>,
-    /// Mutual TLS between proxies, both directions; needs `tls` (checked at start).
+    /// Mutual TLS between proxies, both directions: on `peer_listen` when set, else
+    /// on the shared gRPC listener, which then needs `tls` (checked at start).
     pub mesh_tls: Option<MeshTlsConfig>,
     /// TLS towards a `grpcs://` backend; required by, and only allowed with, one.
     pub backend_tls: Option<ClientTlsConfig>,
@@ -114,6 +126,8 @@ impl Default for Config {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 8990)),
             grpc_advertise: None,
+            peer_listen: None,
+            peer_advertise: None,
             admin_listen: SocketAddr::from(([0, 0, 0, 0], 9466)),
             gossip_listen: SocketAddr::from(([0, 0, 0, 0], 7946)),
             gossip_advertise: None,
@@ -157,7 +171,7 @@ pub enum ConfigError {
     Invalid { field: &'static str, reason: String },
 }
 
-fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
+pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         field,
         reason: reason.into(),
@@ -223,76 +237,19 @@ impl Config {
         if self.max_message_bytes < 64 << 10 {
             return Err(invalid("max_message_bytes", "must be at least 64 KiB"));
         }
-        self.validate_security()
-    }
-
-    /// Each TLS section on its own and the backend scheme against `backend_tls`.
-    /// Whether sections fit together is `check_security_at_start`'s job: example
-    /// configs show one section at a time and must still validate.
-    fn validate_security(&self) -> Result<(), ConfigError> {
-        let section =
-            |field: &'static str, error: crate::tls::ConfigError| invalid(field, error.to_string());
-        if let Some(tls) = &self.tls {
-            tls.validate().map_err(|e| section("tls", e))?;
-        }
-        if let Some(mesh) = &self.mesh_tls {
-            mesh.validate().map_err(|e| section("mesh_tls", e))?;
-        }
-        if let Some(backend) = &self.backend_tls {
-            backend.validate().map_err(|e| section("backend_tls", e))?;
-        }
-        let grpcs = self.backend.starts_with("grpcs://");
-        match (grpcs, &self.backend_tls) {
-            (true, None) => {
-                return Err(invalid("backend_tls", "is required by a grpcs:// backend"));
+        match self.peer_listen {
+            None if self.peer_advertise.is_some() => {
+                return Err(invalid("peer_advertise", "is set but peer_listen is not"));
             }
-            (false, Some(_)) => {
-                return Err(invalid("backend_tls", "is set but backend is not grpcs://"));
+            Some(peer) if peer == self.listen && peer.port() != 0 => {
+                return Err(invalid(
+                    "peer_listen",
+                    "must differ from listen: peers get a port of their own",
+                ));
             }
             _ => {}
         }
-        if self.load_endpoint().starts_with("grpcs://")
-            && self.backend_mode == BackendMode::Executor
-        {
-            return Err(invalid(
-                "backend_load",
-                "the executor's Load service is read in cleartext; give its grpc:// address",
-            ));
-        }
-        if self.gossip_keyring.is_some() && self.insecure_plaintext_gossip {
-            return Err(invalid(
-                "insecure_plaintext_gossip",
-                "is set together with gossip_keyring; choose one",
-            ));
-        }
-        Ok(())
-    }
-
-    /// What a node needs to start safely, beyond `validate`: a gossip keyring or
-    /// the explicit plaintext opt-in, and client and mesh TLS together (they share
-    /// the gRPC listener: a TLS listener without a mesh identity could not be
-    /// dialled by peers, and a mesh identity needs the TLS listener to be used).
-    pub fn check_security_at_start(&self) -> Result<(), ConfigError> {
-        if self.gossip_keyring.is_none() && !self.insecure_plaintext_gossip {
-            return Err(invalid(
-                "gossip_keyring",
-                "is not set: gossip must be sealed. Create a keyring with \
-                 `remesh-proxy keygen > keyring` and set gossip_keyring (or \
-                 --gossip-keyring); or set insecure_plaintext_gossip = true on a \
-                 private, encrypted network only",
-            ));
-        }
-        match (&self.tls, &self.mesh_tls) {
-            (Some(_), None) => Err(invalid(
-                "mesh_tls",
-                "is required with [tls]: peers dial the same TLS listener",
-            )),
-            (None, Some(_)) => Err(invalid(
-                "tls",
-                "is required with [mesh_tls]: peers and clients share the gRPC listener",
-            )),
-            _ => Ok(()),
-        }
+        self.validate_security()
     }
 }
 
@@ -306,6 +263,11 @@ pub struct ServeArgs {
     pub listen: Option<SocketAddr>,
     #[arg(long, env = "REMESH_PROXY_GRPC_ADVERTISE")]
     pub grpc_advertise: Option<SocketAddr>,
+    /// The peers-only mutual-TLS gRPC port (needs the `[mesh_tls]` flags).
+    #[arg(long, env = "REMESH_PROXY_PEER_LISTEN")]
+    pub peer_listen: Option<SocketAddr>,
+    #[arg(long, env = "REMESH_PROXY_PEER_ADVERTISE")]
+    pub peer_advertise: Option<SocketAddr>,
     #[arg(long, env = "REMESH_PROXY_ADMIN_LISTEN")]
     pub admin_listen: Option<SocketAddr>,
     #[arg(long, env = "REMESH_PROXY_GOSSIP_LISTEN")]
@@ -379,6 +341,8 @@ impl ServeArgs {
         for (slot, value) in [
             (&mut config.grpc_advertise, self.grpc_advertise),
             (&mut config.gossip_advertise, self.gossip_advertise),
+            (&mut config.peer_listen, self.peer_listen),
+            (&mut config.peer_advertise, self.peer_advertise),
         ] {
             if value.is_some() {
                 *slot = value;

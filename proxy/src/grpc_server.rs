@@ -1,12 +1,12 @@
-//! Serves the proxy's service stack over HTTP/2 on a bound listener: cleartext (h2c),
-//! or TLS when the listener has a [`ListenerTlsConfig`] (see `listener_tls`).
+//! Serves the proxy's service stack over HTTP/2 on a bound listener: cleartext (h2c)
+//! or TLS, as its [`ListenerSecurity`] says (the client port, the shared port or
+//! the peer port).
 //!
 //! Every accepted connection gets its own task: the TLS handshake (bounded in
 //! time, so a silent client cannot hold the accept loop), then hyper's HTTP/2
-//! connection. Over TLS, the hop header of a connection that did not present a
-//! mesh certificate is removed before routing, so only peers can mark a request
-//! as forwarded. Over h2c every connection is trusted as before: h2c is for a
-//! private network only. Settings follow
+//! connection. The hop header of a connection that is not a mesh peer (see
+//! `listener_security`) is removed before routing, and counted, so only peers can
+//! mark a request as forwarded. Settings follow
 //! what Bazel needs: many concurrent streams per connection, client keep-alive pings
 //! allowed (hyper never answers them with GOAWAY), and pings of our own so a vanished
 //! client's streams get cleaned up. On shutdown: stop accepting, send GOAWAY, let open
@@ -25,12 +25,9 @@ use tokio_util::sync::CancellationToken;
 use crate::body::{ProxyRequest, ProxyResponse};
 use crate::flow_control;
 use crate::hop::HOP_HEADER;
-use crate::listener_tls::ListenerTlsSource;
+use crate::listener_security::ListenerSecurity;
 use crate::metrics::{ProxyMetrics, label};
-use crate::tls::{Reloading, TlsAcceptor};
-
-/// The listener's TLS, reloaded from disk; `None` serves h2c.
-pub type ListenerTlsConfig = Reloading<ListenerTlsSource>;
+use crate::tls::TlsAcceptor;
 
 /// The whole stack, errors already turned into statuses.
 pub type EdgeService = tower::util::BoxCloneService<ProxyRequest, ProxyResponse, Infallible>;
@@ -39,12 +36,12 @@ pub type EdgeService = tower::util::BoxCloneService<ProxyRequest, ProxyResponse,
 const MAX_CONCURRENT_STREAMS: u32 = 1000;
 
 /// Serves `service` on `listener` until `shutdown`, then drains for at most `grace`.
-/// With `tls`, every connection must complete a TLS handshake first; refused
-/// handshakes are counted on `metrics`.
+/// With a TLS `security`, every connection must complete a TLS handshake first;
+/// handshakes and served connections are counted on `metrics`.
 pub async fn serve(
     listener: TcpListener,
     service: EdgeService,
-    tls: Option<ListenerTlsConfig>,
+    security: ListenerSecurity,
     metrics: ProxyMetrics,
     shutdown: CancellationToken,
     grace: Duration,
@@ -76,19 +73,20 @@ pub async fn serve(
         let builder = builder.clone();
         let service = service.clone();
         let shutdown = shutdown.clone();
-        let tls = tls.clone();
+        let security = security.clone();
         let metrics = metrics.clone();
         connections.spawn(async move {
-            let Some(tls) = tls else {
+            let Some(tls) = security.connection_tls() else {
+                count_connection(&metrics, &security);
                 let adapter = HyperAdapter {
                     service,
-                    trust_hop: true,
+                    trust_hop: security.plaintext_is_peer(),
+                    metrics,
                 };
                 return drive(&builder, TokioIo::new(stream), adapter, peer, shutdown).await;
             };
             // The build current at accept time serves this connection to its end.
-            let current = tls.current();
-            let server = current.server.clone();
+            let server = tls.server.clone();
             let acceptor = TlsAcceptor::new(move || server.clone());
             let stream = tokio::select! {
                 accepted = acceptor.accept(stream) => match accepted {
@@ -101,11 +99,13 @@ pub async fn serve(
                 },
                 () = shutdown.cancelled() => return,
             };
-            let mesh_member = current.is_mesh_member(stream.get_ref().1);
-            count_handshake(&metrics, if mesh_member { "mesh" } else { "client" });
+            let mesh_peer = tls.is_peer(stream.get_ref().1);
+            count_handshake(&metrics, if mesh_peer { "mesh" } else { "client" });
+            count_connection(&metrics, &security);
             let adapter = HyperAdapter {
                 service,
-                trust_hop: mesh_member,
+                trust_hop: mesh_peer,
+                metrics,
             };
             drive(&builder, TokioIo::new(stream), adapter, peer, shutdown).await;
         });
@@ -122,6 +122,13 @@ fn count_handshake(metrics: &ProxyMetrics, outcome: &'static str) {
     metrics
         .tls_handshakes_total
         .get_or_create(&label("outcome", outcome))
+        .inc();
+}
+
+fn count_connection(metrics: &ProxyMetrics, security: &ListenerSecurity) {
+    metrics
+        .grpc_connections_total
+        .get_or_create(&label("listener", security.label()))
         .inc();
 }
 
@@ -156,9 +163,10 @@ async fn drive<I>(
 #[derive(Clone)]
 struct HyperAdapter {
     service: EdgeService,
-    /// Whether this connection may mark requests as forwarded (a mesh member, or
-    /// any connection on an h2c listener).
+    /// Whether this connection may mark requests as forwarded (a mesh peer).
     trust_hop: bool,
+    /// Counts the hop headers removed from the others.
+    metrics: ProxyMetrics,
 }
 
 impl hyper::service::Service<http::Request<Incoming>> for HyperAdapter {
@@ -169,8 +177,8 @@ impl hyper::service::Service<http::Request<Incoming>> for HyperAdapter {
     fn call(&self, request: http::Request<Incoming>) -> Self::Future {
         let service = self.service.clone();
         let mut request: ProxyRequest = request.map(crate::body::boxed);
-        if !self.trust_hop {
-            request.headers_mut().remove(HOP_HEADER);
+        if !self.trust_hop && request.headers_mut().remove(HOP_HEADER).is_some() {
+            self.metrics.hop_headers_ignored_total.inc();
         }
         Box::pin(tower::ServiceExt::oneshot(service, request))
     }

@@ -4,9 +4,14 @@
 //!
 //! # Layout
 //! - `config`: the TOML file, flags and environment, validated; `config_security`:
-//!   the TLS and gossip-key flags.
-//! - `server`: binds everything together; `run(config, listeners, shutdown)`.
-//! - `grpc_server`: the HTTP/2 accept loop serving the service stack.
+//!   the TLS and gossip-key flags; `config_security_rules`: which security
+//!   settings fit together (shared gRPC port or a separate peer port).
+//! - `server`: binds everything together; `run(config, listeners, shutdown)`, or
+//!   `prepare` (config checked, certificates and keyring loaded) then `serve`.
+//! - `security`: a node's TLS configs, connectors and gossip socket, loaded at start.
+//! - `grpc_server`: the HTTP/2 accept loop serving the service stack on a listener.
+//! - `listener_security`: what a listener (client, shared or peer port) demands of a
+//!   connection, and whether that connection is a peer.
 //! - `edge`: the outermost layer, where errors become gRPC statuses.
 //! - `route`: which node serves a call (pass-through, Execute, operation names).
 //! - `channel`: pooled HTTP/2 connections to an upstream (one per peer, a few to the
@@ -15,7 +20,7 @@
 //!   re-encoding.
 //! - `operation_name`: `remesh/<node_id>/<backend name>`.
 //! - `hop`: the single-hop rule for forwarded requests.
-//! - `listener_tls`: the gRPC listener's TLS, shared by clients and mesh peers.
+//! - `listener_tls`: the shared gRPC port's TLS, for clients and mesh peers at once.
 //! - `tls`, `gossip_seal`: TLS configs with hot reload; sealed gossip packets.
 //! - `membership`: SWIM gossip (foca) over UDP, load records as broadcasts, the
 //!   published cluster view.
@@ -38,6 +43,7 @@ pub mod body;
 pub mod channel;
 pub mod config;
 pub mod config_security;
+pub mod config_security_rules;
 pub mod edge;
 pub mod flow_control;
 pub mod fuzzing;
@@ -45,6 +51,7 @@ pub mod gossip_seal;
 pub mod grpc_method;
 pub mod grpc_server;
 pub mod hop;
+pub mod listener_security;
 pub mod listener_tls;
 pub mod load;
 pub mod membership;
@@ -52,10 +59,11 @@ pub mod mesh;
 pub mod metrics;
 pub mod operation_name;
 pub mod route;
+pub mod security;
 pub mod server;
 pub mod tls;
 pub mod trace_context;
 pub mod wire;
 
 pub use config::{Config, ServeArgs};
-pub use server::{Listeners, ReadyLine, RunError, run};
+pub use server::{Listeners, Prepared, ReadyLine, RunError, prepare, run};

@@ -1,4 +1,5 @@
-//! TLS on the gRPC listener, which clients (Bazel) and peer proxies share.
+//! TLS on the shared gRPC listener, which clients (Bazel) and peer proxies share when
+//! the node has no peer port (`peer_listen`; see `listener_security`).
 //!
 //! Owns the one rustls `ServerConfig` the listener hands to every handshake, built
 //! from the `[tls]` and `[mesh_tls]` sections together, and the answer to "did this

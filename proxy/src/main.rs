@@ -141,13 +141,17 @@ async fn serve_config(config: Config) -> anyhow::Result<()> {
     config
         .check_security_at_start()
         .context("insecure configuration")?;
+    // Certificates, keys, CAs and the keyring are read here, before the ready line:
+    // a node with a bad file must not look started.
+    let shutdown = CancellationToken::new();
+    let prepared = remesh_proxy::prepare(config, listeners, shutdown.clone())
+        .context("loading certificates and keys")?;
     // Handlers first, ready line after: a supervisor may send SIGTERM as soon as it has
     // read the line, and an uninstalled handler would kill the proxy without a leave.
-    let shutdown = CancellationToken::new();
     let term = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
     let interrupt = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
     tokio::spawn(signal_shutdown(term, interrupt, shutdown.clone()));
-    let server = tokio::spawn(remesh_proxy::run(config, listeners, shutdown));
+    let server = tokio::spawn(prepared.serve());
     // The sockets are bound, so connections queue from here on.
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "{ready}")?;

@@ -30,8 +30,15 @@ pub struct ProxyMetrics {
     /// Gossip datagrams and bytes by `direction` (`sent`, `received`).
     pub gossip_packets_total: Family<Labels, Counter>,
     pub gossip_bytes_total: Family<Labels, Counter>,
-    /// TLS handshakes on the gRPC listener by `outcome` (`mesh`, `client`, `refused`).
+    /// TLS handshakes on the gRPC listeners by `outcome` (`mesh`, `client`, `refused`).
     pub tls_handshakes_total: Family<Labels, Counter>,
+    /// Connections served (past any TLS handshake) by `listener` (`client`: the
+    /// `listen` port, which peers share when there is no peer port; `peer`:
+    /// `peer_listen`).
+    pub grpc_connections_total: Family<Labels, Counter>,
+    /// Requests whose `x-remesh-hop` header was removed because their connection
+    /// may not mark requests as forwarded (a client, or a peer on the wrong port).
+    pub hop_headers_ignored_total: Counter,
 }
 
 impl Default for ProxyMetrics {
@@ -57,8 +64,20 @@ impl ProxyMetrics {
         let tls_handshakes_total = Family::<Labels, Counter>::default();
         registry.register(
             "tls_handshakes",
-            "TLS handshakes on the gRPC listener by outcome (mesh, client, refused)",
+            "TLS handshakes on the gRPC listeners by outcome (mesh, client, refused)",
             tls_handshakes_total.clone(),
+        );
+        let grpc_connections_total = Family::<Labels, Counter>::default();
+        registry.register(
+            "grpc_connections",
+            "Connections served on the gRPC listeners by listener (client, peer)",
+            grpc_connections_total.clone(),
+        );
+        let hop_headers_ignored_total = Counter::default();
+        registry.register(
+            "hop_headers_ignored",
+            "Requests whose hop header was removed: their connection may not mark requests as forwarded",
+            hop_headers_ignored_total.clone(),
         );
         let requests_total = Family::<Labels, Counter>::default();
         let forwards_total = Family::<Labels, Counter>::default();
@@ -115,6 +134,8 @@ impl ProxyMetrics {
             gossip_packets_total,
             gossip_bytes_total,
             tls_handshakes_total,
+            grpc_connections_total,
+            hop_headers_ignored_total,
         }
     }
 

@@ -1,8 +1,11 @@
 //! Binds a proxy's parts together and runs them until shutdown.
 //!
 //! The caller binds the sockets (tests bind `127.0.0.1:0` and read the addresses back);
-//! `run` starts the load source, membership, the admin port and the gRPC stack on
-//! them, and on `shutdown` leaves the cluster gracefully, then drains.
+//! `prepare` checks the configuration and loads its certificates and keyring (so a
+//! bad file fails before a ready line is printed); `Prepared::serve` starts the load
+//! source, membership, the admin port and the gRPC stack on the client port and, when
+//! configured, the peer port, and on `shutdown` leaves the cluster gracefully, then
+//! drains. `run` is the two in a row.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,17 +21,16 @@ use crate::balance;
 use crate::channel::{ChannelSettings, Endpoint, Http2Channel};
 use crate::config::{BackendMode, Config, ConfigError};
 use crate::edge::EdgeLayer;
-use crate::gossip_seal::{GossipSeal, Keyring, KeyringError, OpenerConfig, SealStats};
-use crate::listener_tls::{ListenerTlsSource, MESH_SERVER_NAME};
+use crate::gossip_seal::KeyringError;
 use crate::load::{LoadRecord, OpenExecutions, executor_watch};
-use crate::membership::GossipSocket;
-use crate::membership::gossip_socket::{KEYRING_RELOAD_INTERVAL, watch_keyring};
 use crate::membership::identity::generation_now;
 use crate::membership::{self, ClusterView, MemberIdentity, MembershipEvents, MembershipSettings};
 use crate::mesh::Mesh;
 use crate::metrics::ProxyMetrics;
+use crate::operation_name::NodeId;
 use crate::route::{Router, RouterConfig};
-use crate::tls::{BuildError, Reloading, TlsConnector};
+use crate::security::Security;
+use crate::tls::BuildError;
 use crate::trace_context::TraceContextLayer;
 
 /// Connections to the local backend, used in turn (see `Http2Channel::with_connections`).
@@ -39,7 +41,10 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// The sockets one proxy serves on, bound by the caller.
 pub struct Listeners {
+    /// gRPC for clients (`listen`), and for peers when there is no peer port.
     pub grpc: TcpListener,
+    /// gRPC for peers only (`peer_listen`), mutual TLS.
+    pub peer: Option<TcpListener>,
     pub admin: TcpListener,
     pub gossip: UdpSocket,
 }
@@ -47,8 +52,13 @@ pub struct Listeners {
 impl Listeners {
     /// Binds the addresses of `config` (port 0 picks a free port).
     pub async fn bind(config: &Config) -> std::io::Result<Self> {
+        let peer = match config.peer_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await?),
+            None => None,
+        };
         Ok(Self {
             grpc: TcpListener::bind(config.listen).await?,
+            peer,
             admin: TcpListener::bind(config.admin_listen).await?,
             gossip: UdpSocket::bind(config.gossip_listen).await?,
         })
@@ -57,11 +67,7 @@ impl Listeners {
     /// The line printed on stdout once the proxy serves. Fails (before anything is
     /// printed) when peers could not be told where this node is.
     pub fn ready_line(&self, config: &Config) -> Result<ReadyLine, RunError> {
-        advertised(
-            "grpc_advertise",
-            config.grpc_advertise,
-            self.grpc.local_addr()?,
-        )?;
+        let addresses = self.addresses(config)?;
         advertised(
             "gossip_advertise",
             config.gossip_advertise,
@@ -73,11 +79,50 @@ impl Listeners {
             admin: self.admin.local_addr()?,
             gossip: self.gossip.local_addr()?,
             node_id: config.node_id.clone(),
+            peer: addresses.peer_bound,
+        })
+    }
+
+    /// Where clients and peers reach this node's gRPC listeners.
+    fn addresses(&self, config: &Config) -> Result<GrpcAddresses, RunError> {
+        let client_bound = self.grpc.local_addr()?;
+        let peer_bound = self
+            .peer
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()?;
+        let (client, peers_dial) = match peer_bound {
+            // Peers dial the peer port; the client address is only reported.
+            Some(bound) => (
+                config.grpc_advertise.unwrap_or(client_bound),
+                advertised("peer_advertise", config.peer_advertise, bound)?,
+            ),
+            None => {
+                let shared = advertised("grpc_advertise", config.grpc_advertise, client_bound)?;
+                (shared, shared)
+            }
+        };
+        Ok(GrpcAddresses {
+            client,
+            peers_dial,
+            peer_bound,
         })
     }
 }
 
-/// `{"ready":"remesh-proxy","grpc":…,"admin":…,"gossip":…,"node_id":…}`.
+/// A node's gRPC addresses as others should use them.
+struct GrpcAddresses {
+    /// Where clients reach `listen`.
+    client: SocketAddr,
+    /// What peers dial (gossiped as the member's `grpc_addr`): the peer port's
+    /// advertised address, else the shared port's.
+    peers_dial: SocketAddr,
+    /// The bound peer port, if any.
+    peer_bound: Option<SocketAddr>,
+}
+
+/// `{"ready":"remesh-proxy","grpc":…,"admin":…,"gossip":…,"node_id":…}`, plus
+/// `"peer":…` when the node has a peer port.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct ReadyLine {
     /// Always "remesh-proxy" (a `Cow` so that readers can deserialise the line).
@@ -86,6 +131,9 @@ pub struct ReadyLine {
     pub admin: SocketAddr,
     pub gossip: SocketAddr,
     pub node_id: String,
+    /// The peer port (`peer_listen`) as bound; absent without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<SocketAddr>,
 }
 
 /// Why the proxy could not start.
@@ -105,8 +153,11 @@ pub enum RunError {
         field: &'static str,
         source: BuildError,
     },
-    #[error("gossip_keyring: {0}")]
-    Keyring(#[from] KeyringError),
+    #[error("gossip_keyring {}: {source}", path.display())]
+    Keyring {
+        path: std::path::PathBuf,
+        source: KeyringError,
+    },
 }
 
 /// The address peers should use for a socket bound to `bound`.
@@ -122,108 +173,188 @@ pub fn advertised(
     }
 }
 
+/// A proxy whose configuration is checked and whose certificates, keys and keyring
+/// are loaded (their watchers started), not serving yet: `serve` prints its ready
+/// line between `prepare` and `Prepared::serve`, so a bad file never looks started.
+pub struct Prepared {
+    config: Config,
+    node_id: NodeId,
+    identity: MemberIdentity,
+    addresses: GrpcAddresses,
+    grpc: TcpListener,
+    peer: Option<TcpListener>,
+    admin: TcpListener,
+    security: Security,
+    shutdown: CancellationToken,
+}
+
+/// Checks `config` and loads its security material. Must run inside a tokio
+/// runtime (the reload watchers are spawned here).
+pub fn prepare(
+    config: Config,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> Result<Prepared, RunError> {
+    config.validate()?;
+    config.check_security_at_start()?;
+    if config.peer_listen.is_some() != listeners.peer.is_some() {
+        // A peer port bound without its TLS, or configured but never bound.
+        return Err(ConfigError::Invalid {
+            field: "peer_listen",
+            reason: "the bound listeners do not match the configuration (bind with \
+                     Listeners::bind)"
+                .into(),
+        }
+        .into());
+    }
+    let node_id = config.node_id()?;
+    let addresses = listeners.addresses(&config)?;
+    let identity = MemberIdentity {
+        node_id: node_id.clone(),
+        gossip_addr: advertised(
+            "gossip_advertise",
+            config.gossip_advertise,
+            listeners.gossip.local_addr()?,
+        )?,
+        grpc_addr: addresses.peers_dial,
+        generation: generation_now(),
+    };
+    let security = Security::load(&config, listeners.gossip, &shutdown)?;
+    Ok(Prepared {
+        config,
+        node_id,
+        identity,
+        addresses,
+        grpc: listeners.grpc,
+        peer: listeners.peer,
+        admin: listeners.admin,
+        security,
+        shutdown,
+    })
+}
+
 /// Runs one proxy until `shutdown` fires.
 pub async fn run(
     config: Config,
     listeners: Listeners,
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
-    config.validate()?;
-    config.check_security_at_start()?;
-    let node_id = config.node_id()?;
-    let gossip_bound = listeners.gossip.local_addr()?;
-    let security = Security::load(&config, listeners.gossip, &shutdown)?;
-    let metrics = ProxyMetrics::with_collectors(security.collectors());
-    let settings = ChannelSettings {
-        connect_timeout: config.connect_timeout,
-        ..ChannelSettings::default()
-    };
-    let peer_settings = ChannelSettings {
-        tls: security.peer_connector.clone(),
-        ..settings.clone()
-    };
-    let backend_settings = ChannelSettings {
-        tls: security.backend_connector.clone(),
-        ..settings
-    };
-    let backend_endpoint =
-        Endpoint::parse(&config.backend).map_err(|error| ConfigError::Invalid {
-            field: "backend",
-            reason: error.to_string(),
-        })?;
-    let backend = Arc::new(Http2Channel::with_connections(
-        backend_endpoint,
-        backend_settings,
-        BACKEND_CONNECTIONS,
-    ));
-    let identity = MemberIdentity {
-        node_id: node_id.clone(),
-        gossip_addr: advertised("gossip_advertise", config.gossip_advertise, gossip_bound)?,
-        grpc_addr: advertised(
-            "grpc_advertise",
-            config.grpc_advertise,
-            listeners.grpc.local_addr()?,
-        )?,
-        generation: generation_now(),
-    };
+    prepare(config, listeners, shutdown)?.serve().await
+}
 
-    let (local_load, open_executions) = start_load_source(&config, &shutdown);
-    let mesh = Arc::new(Mesh::new(
-        ClusterView::alone(identity.clone(), *local_load.borrow()),
-        local_load.clone(),
-        balance::selector_for(config.policy, config.affinity_load_factor),
-        peer_settings,
-    ));
-    let events = MembershipEvents::default();
-    let membership = tokio::spawn(membership::run(
-        MembershipSettings {
+impl Prepared {
+    /// Serves until the shutdown token fires, then leaves the cluster and drains.
+    pub async fn serve(self) -> Result<(), RunError> {
+        let Self {
+            config,
+            node_id,
             identity,
-            join: config.join.clone(),
-            join_interval: config.join_interval,
-            load_heartbeat: config.load_heartbeat,
-            events: events.clone(),
-        },
-        security.gossip,
-        local_load,
-        mesh.clone(),
-        metrics.clone(),
-        shutdown.clone(),
-    ));
-    let admin = tokio::spawn(admin::serve(
-        listeners.admin,
-        AdminState::new(metrics.clone(), mesh.clone(), events),
-        shutdown.clone(),
-    ));
+            addresses,
+            grpc,
+            peer,
+            admin,
+            security,
+            shutdown,
+        } = self;
+        let metrics = ProxyMetrics::with_collectors(security.collectors());
+        let settings = ChannelSettings {
+            connect_timeout: config.connect_timeout,
+            ..ChannelSettings::default()
+        };
+        let peer_settings = ChannelSettings {
+            tls: security.peer_connector.clone(),
+            ..settings.clone()
+        };
+        let backend_settings = ChannelSettings {
+            tls: security.backend_connector.clone(),
+            ..settings
+        };
+        let backend_endpoint =
+            Endpoint::parse(&config.backend).map_err(|error| ConfigError::Invalid {
+                field: "backend",
+                reason: error.to_string(),
+            })?;
+        let backend = Arc::new(Http2Channel::with_connections(
+            backend_endpoint,
+            backend_settings,
+            BACKEND_CONNECTIONS,
+        ));
 
-    let router = Router::new(RouterConfig {
-        node_id: node_id.clone(),
-        backend,
-        peers: mesh,
-        max_message_bytes: config.max_message_bytes,
-        pass_unknown_methods: config.pass_unknown_methods,
-        open_executions,
-        metrics: metrics.clone(),
-    });
-    let metrics_for_listener = metrics.clone();
-    let stack = tower::util::BoxCloneService::new(
-        tower::ServiceBuilder::new()
-            .layer(TraceContextLayer::new(node_id))
-            .layer(EdgeLayer::new(metrics))
-            .service(router),
-    );
-    crate::grpc_server::serve(
-        listeners.grpc,
-        stack,
-        security.listener,
-        metrics_for_listener,
-        shutdown,
-        SHUTDOWN_GRACE,
-    )
-    .await;
-    // Both stop on the same token; wait so the leave announcement goes out.
-    let _ = membership.await;
-    let _ = admin.await;
-    Ok(())
+        let (local_load, open_executions) = start_load_source(&config, &shutdown);
+        let mesh = Arc::new(Mesh::new(
+            ClusterView::alone(identity.clone(), *local_load.borrow()),
+            local_load.clone(),
+            balance::selector_for(config.policy, config.affinity_load_factor),
+            peer_settings,
+        ));
+        let events = MembershipEvents::default();
+        let membership = tokio::spawn(membership::run(
+            MembershipSettings {
+                identity,
+                join: config.join.clone(),
+                join_interval: config.join_interval,
+                load_heartbeat: config.load_heartbeat,
+                events: events.clone(),
+            },
+            security.gossip,
+            local_load,
+            mesh.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        ));
+        let admin = tokio::spawn(admin::serve(
+            admin,
+            AdminState::new(metrics.clone(), mesh.clone(), events).with_addresses(
+                addresses.client,
+                addresses.peer_bound.map(|_| addresses.peers_dial),
+            ),
+            shutdown.clone(),
+        ));
+
+        let router = Router::new(RouterConfig {
+            node_id: node_id.clone(),
+            backend,
+            peers: mesh,
+            max_message_bytes: config.max_message_bytes,
+            pass_unknown_methods: config.pass_unknown_methods,
+            open_executions,
+            metrics: metrics.clone(),
+        });
+        let metrics_for_listeners = metrics.clone();
+        let stack = tower::util::BoxCloneService::new(
+            tower::ServiceBuilder::new()
+                .layer(TraceContextLayer::new(node_id))
+                .layer(EdgeLayer::new(metrics))
+                .service(router),
+        );
+        let peers_served = {
+            let (stack, metrics, shutdown) = (
+                stack.clone(),
+                metrics_for_listeners.clone(),
+                shutdown.clone(),
+            );
+            async move {
+                if let (Some(listener), Some(security)) = (peer, security.peer_listener) {
+                    let grace = SHUTDOWN_GRACE;
+                    crate::grpc_server::serve(listener, stack, security, metrics, shutdown, grace)
+                        .await;
+                }
+            }
+        };
+        let clients_served = crate::grpc_server::serve(
+            grpc,
+            stack,
+            security.client_listener,
+            metrics_for_listeners,
+            shutdown,
+            SHUTDOWN_GRACE,
+        );
+        tokio::join!(clients_served, peers_served);
+        // Both stop on the same token; wait so the leave announcement goes out.
+        let _ = membership.await;
+        let _ = admin.await;
+        Ok(())
+    }
 }
 
 /// Starts following the backend's load; returns its watch and, in generic mode, the
@@ -246,93 +377,5 @@ fn start_load_source(
             ));
             (receiver, None)
         }
-    }
-}
-
-/// The TLS configs and the gossip socket of one node, loaded (and their reload
-/// watchers started) before anything serves: a bad file stops the start.
-struct Security {
-    listener: Option<crate::grpc_server::ListenerTlsConfig>,
-    peer_connector: Option<TlsConnector>,
-    backend_connector: Option<TlsConnector>,
-    gossip: GossipSocket,
-    seal_stats: Option<Arc<SealStats>>,
-}
-
-impl Security {
-    fn load(
-        config: &Config,
-        socket: UdpSocket,
-        shutdown: &CancellationToken,
-    ) -> Result<Self, RunError> {
-        let tls_error = |field| move |source| RunError::Tls { field, source };
-        let (listener, peer_connector) = match (&config.tls, &config.mesh_tls) {
-            (Some(tls), Some(mesh)) => {
-                let listener = Reloading::new(ListenerTlsSource {
-                    tls: tls.clone(),
-                    mesh: mesh.clone(),
-                })
-                .map_err(tls_error("tls"))?;
-                // The watchers stop on `shutdown`; their handles are not needed.
-                drop(listener.spawn_watcher(shutdown.clone()));
-                let dialling = Reloading::new(mesh.clone()).map_err(tls_error("mesh_tls"))?;
-                drop(dialling.spawn_watcher(shutdown.clone()));
-                // Peers are told apart from clients by this SNI (see listener_tls).
-                let connector = match rustls_pki_types::ServerName::try_from(MESH_SERVER_NAME) {
-                    Ok(name) => dialling.connector().with_server_name(name),
-                    Err(_) => dialling.connector(),
-                };
-                (Some(listener), Some(connector))
-            }
-            // `check_security_at_start` refused one section without the other.
-            _ => (None, None),
-        };
-        let backend_connector = match &config.backend_tls {
-            Some(backend) => {
-                let reloading =
-                    Reloading::new(backend.clone()).map_err(tls_error("backend_tls"))?;
-                drop(reloading.spawn_watcher(shutdown.clone()));
-                Some(reloading.connector())
-            }
-            None => None,
-        };
-        let (gossip, seal_stats) = match &config.gossip_keyring {
-            Some(path) => {
-                let keyring = Arc::new(Keyring::load(path)?);
-                tracing::info!(primary = %keyring.primary_id(), keys = keyring.len(), "gossip is sealed");
-                let seal = GossipSeal::new(keyring.clone(), OpenerConfig::default());
-                let stats = seal.stats();
-                let updates = watch_keyring(
-                    path.clone(),
-                    keyring,
-                    KEYRING_RELOAD_INTERVAL,
-                    shutdown.clone(),
-                );
-                (GossipSocket::sealed(socket, seal, updates), Some(stats))
-            }
-            None => {
-                tracing::warn!(
-                    "GOSSIP IS NOT SEALED (insecure_plaintext_gossip): anyone who can reach \
-                     the gossip port can join this mesh, declare members dead and steer work. \
-                     Set gossip_keyring outside tests and private encrypted networks."
-                );
-                (GossipSocket::plaintext(socket), None)
-            }
-        };
-        Ok(Self {
-            listener,
-            peer_connector,
-            backend_connector,
-            gossip,
-            seal_stats,
-        })
-    }
-
-    fn collectors(&self) -> Vec<Box<dyn prometheus_client::collector::Collector>> {
-        let mut collectors: Vec<Box<dyn prometheus_client::collector::Collector>> = Vec::new();
-        if let Some(stats) = &self.seal_stats {
-            collectors.push(Box::new(stats.clone()));
-        }
-        collectors
     }
 }

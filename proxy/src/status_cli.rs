@@ -247,13 +247,23 @@ pub fn render(report: &ClusterReport) -> String {
     }
     let alive = members.iter().filter(|m| m.state == "alive").count();
     let mut out = format!(
-        "cluster seen by {} (up {}): {} members, {} alive; cluster queue depth {}\n\n",
+        "cluster seen by {} (up {}): {} members, {} alive; cluster queue depth {}\n",
         report.node_id,
         human(report.uptime_seconds),
         members.len(),
         alive,
         report.cluster_queue_depth
     );
+    if let (Some(client), Some(peer)) = (&report.client_addr, &report.peer_addr) {
+        // GRPC is what members gossip: with a peer port, not where clients go.
+        let _ = writeln!(
+            out,
+            "{} serves clients at {client} and peers (mutual TLS) at {peer}; GRPC is the \
+             address peers dial",
+            report.node_id
+        );
+    }
+    out.push('\n');
     for row in &rows {
         let mut line = String::new();
         for (index, (cell, width)) in row.iter().zip(widths).enumerate() {
@@ -373,6 +383,32 @@ mod tests {
             text.contains("1m 1s ago  join     b (127.0.0.1:2)"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_node_with_a_peer_port_names_both_addresses() {
+        let json = r#"{
+          "node_id": "a", "cluster_queue_depth": 0, "uptime_seconds": 1.0,
+          "client_addr": "127.0.0.1:8980", "peer_addr": "127.0.0.1:8991",
+          "members": [
+            {"node_id":"a","state":"alive","gossip_addr":"127.0.0.1:1","grpc_addr":"127.0.0.1:8991",
+             "generation":1,"local":true,"leaving":false,
+             "load":{"queued":0,"executing":0,"max_concurrency":1},"load_age_seconds":0.0}
+          ]
+        }"#;
+        let report: ClusterReport = serde_json::from_str(json).unwrap();
+        let text = render(&report);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[1],
+            "a serves clients at 127.0.0.1:8980 and peers (mutual TLS) at 127.0.0.1:8991; \
+             GRPC is the address peers dial"
+        );
+        assert!(lines[3].starts_with("NODE "), "{text}");
+        // Without a peer port the table alone says it: no extra line.
+        let shared: ClusterReport =
+            serde_json::from_str(&json.replace(r#""peer_addr": "127.0.0.1:8991","#, "")).unwrap();
+        assert!(render(&shared).lines().nth(2).unwrap().starts_with("NODE "));
     }
 
     #[test]

@@ -7,6 +7,10 @@
 //! (and a human summary with the Bazel flags on stderr). On Ctrl-C or SIGTERM it stops
 //! every process it started, by pid: SIGTERM, then SIGKILL after a grace period. A
 //! child that dies on its own is reported and left dead (fault tests kill nodes).
+//!
+//! With `--mesh-tls` (or `--tls`, which adds client TLS) every proxy also gets a
+//! peer port with mutual TLS under a throwaway mesh CA (`up_pki`), and peers only
+//! meet there; the client ports stay plaintext loopback unless `--tls` is given.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -50,9 +54,14 @@ pub struct UpArgs {
     /// data directory (the default).
     #[arg(long)]
     insecure_plaintext_gossip: bool,
-    /// Serve clients over TLS and peers over mutual TLS, with a throwaway client CA
-    /// and mesh CA generated into the data directory; the Bazel flags printed
-    /// include the CA (and client certificate) to use.
+    /// Mutual TLS between the nodes, each on a peer port of its own, with a
+    /// throwaway mesh CA generated into the data directory; clients keep plaintext
+    /// on loopback (`grpc://`), which every Bazel can use.
+    #[arg(long)]
+    mesh_tls: bool,
+    /// Serve clients over TLS too, with a throwaway client CA; implies
+    /// `--mesh-tls`. The Bazel flags printed include the CA (and client
+    /// certificate) to use.
     #[arg(long)]
     tls: bool,
     /// With `--tls`: whether clients must present a certificate.
@@ -84,6 +93,8 @@ struct ProxyReady {
     admin: SocketAddr,
     gossip: SocketAddr,
     node_id: String,
+    #[serde(default)]
+    peer: Option<SocketAddr>,
 }
 
 /// One node of the cluster, as the ready line reports it.
@@ -93,6 +104,9 @@ struct NodeReport {
     grpc: SocketAddr,
     admin: SocketAddr,
     gossip: SocketAddr,
+    /// The peer port (mutual TLS), with `--mesh-tls` or `--tls`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    peer: Option<SocketAddr>,
     proxy_pid: u32,
     executor: ExecutorReady,
     executor_pid: u32,
@@ -269,11 +283,10 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         )?;
         vec!["--gossip-keyring".into(), path.into_os_string()]
     };
-    let pki = if args.tls {
+    let pki = if args.tls || args.mesh_tls {
+        let client_tls = args.tls.then_some(args.tls_client_auth);
         Some(crate::up_pki::UpPki::generate(
-            &base,
-            args.nodes,
-            args.tls_client_auth,
+            &base, args.nodes, client_tls,
         )?)
     } else {
         None
@@ -309,7 +322,8 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         return Err(error);
     }
 
-    let scheme = if pki.is_some() { "grpcs" } else { "grpc" };
+    // Only client TLS changes what Bazel dials; the mesh's TLS is between nodes.
+    let scheme = if args.tls { "grpcs" } else { "grpc" };
     let mut bazel_flags = vec![
         format!("--remote_executor={scheme}://{}", nodes[0].grpc),
         "--remote_instance_name=main".to_owned(),
@@ -321,8 +335,12 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         bazel_flags.extend(pki.bazel_flags.iter().cloned());
     }
     for node in &nodes {
+        let peer = node
+            .peer
+            .map(|peer| format!("  peers (mTLS) {peer}"))
+            .unwrap_or_default();
         eprintln!(
-            "{}: {scheme}://{}  status page http://{}/  executor metrics http://{}/metrics  data {}",
+            "{}: {scheme}://{}{peer}  status page http://{}/  executor metrics http://{}/metrics  data {}",
             node.node_id,
             node.grpc,
             node.admin,
@@ -419,7 +437,10 @@ async fn start_nodes(
             .args(["--policy", policy_name(policy)])
             .args(security_args);
         if let Some(pki) = pki {
-            command.args(pki.node_flags(index));
+            // Peers meet on a mutual-TLS port of their own; clients keep `--listen`.
+            command
+                .args(["--peer-listen", "127.0.0.1:0"])
+                .args(pki.node_flags(index));
         }
         if let Some(first) = nodes.first() {
             command.args(["--join", &first.gossip.to_string()]);
@@ -436,6 +457,7 @@ async fn start_nodes(
             grpc: proxy_ready.grpc,
             admin: proxy_ready.admin,
             gossip: proxy_ready.gossip,
+            peer: proxy_ready.peer,
             proxy_pid,
             executor: executor_ready,
             executor_pid,

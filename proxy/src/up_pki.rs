@@ -1,7 +1,7 @@
-//! Throwaway certificates for `remesh-proxy up --tls`: a client CA that signs the
-//! listeners' certificate (SANs `127.0.0.1` and `localhost`, what Bazel checks)
-//! and one client certificate, and a separate mesh CA that signs one certificate
-//! per node. Everything is written into `up`'s data directory and dies with it;
+//! Throwaway certificates for `remesh-proxy up --mesh-tls` and `up --tls`: a mesh CA
+//! that signs one certificate per node (for the peer ports), and with `--tls` a
+//! separate client CA that signs the listeners' certificate (SANs `127.0.0.1` and
+//! `localhost`, what Bazel checks) and one client certificate. Everything is written into `up`'s data directory and dies with it;
 //! this is for trying TLS on one machine, never for a real deployment.
 
 use std::ffi::OsString;
@@ -67,41 +67,50 @@ impl Authority {
     }
 }
 
-/// What `up --tls` generated: flags per proxy and flags for Bazel.
+/// What `up --mesh-tls` / `up --tls` generated: flags per proxy and flags for Bazel.
 pub struct UpPki {
     node_flags: Vec<Vec<OsString>>,
     pub bazel_flags: Vec<String>,
 }
 
 impl UpPki {
-    /// Writes the CAs and certificates for `nodes` nodes into `dir/tls`.
-    pub fn generate(dir: &Path, nodes: usize, client_auth: UpClientAuth) -> anyhow::Result<Self> {
+    /// Writes the mesh CA and one mesh certificate per node into `dir/tls`, and
+    /// with `client_tls` the client CA, the listeners' certificate and, unless
+    /// client auth is off, a client certificate for Bazel.
+    pub fn generate(
+        dir: &Path,
+        nodes: usize,
+        client_tls: Option<UpClientAuth>,
+    ) -> anyhow::Result<Self> {
         let dir = dir.join("tls");
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let (clients, client_ca) = Authority::new(&dir, "client")?;
         let (mesh, mesh_ca) = Authority::new(&dir, "mesh")?;
-        let (server_cert, server_key) = clients.leaf("listener", &["127.0.0.1", "localhost"])?;
-        let mut bazel_flags = vec![format!("--tls_certificate={}", client_ca.display())];
-        let auth = match client_auth {
-            UpClientAuth::Off => "off",
-            UpClientAuth::Optional => "optional",
-            UpClientAuth::Required => "required",
-        };
-        let mut common: Vec<OsString> = vec![
-            "--tls-cert-file".into(),
-            server_cert.into(),
-            "--tls-key-file".into(),
-            server_key.into(),
-            "--tls-client-auth".into(),
-            auth.into(),
-            "--mesh-tls-ca-file".into(),
-            mesh_ca.into(),
-        ];
-        if client_auth != UpClientAuth::Off {
-            let (cert, key) = clients.leaf("bazel-client", &[])?;
-            bazel_flags.push(format!("--tls_client_certificate={}", cert.display()));
-            bazel_flags.push(format!("--tls_client_key={}", key.display()));
-            common.extend(["--tls-client-ca-file".into(), client_ca.into()]);
+        let mut common: Vec<OsString> = vec!["--mesh-tls-ca-file".into(), mesh_ca.into()];
+        let mut bazel_flags = Vec::new();
+        if let Some(client_auth) = client_tls {
+            let (clients, client_ca) = Authority::new(&dir, "client")?;
+            let (server_cert, server_key) =
+                clients.leaf("listener", &["127.0.0.1", "localhost"])?;
+            bazel_flags.push(format!("--tls_certificate={}", client_ca.display()));
+            let auth = match client_auth {
+                UpClientAuth::Off => "off",
+                UpClientAuth::Optional => "optional",
+                UpClientAuth::Required => "required",
+            };
+            common.extend([
+                "--tls-cert-file".into(),
+                server_cert.into(),
+                "--tls-key-file".into(),
+                server_key.into(),
+                "--tls-client-auth".into(),
+                auth.into(),
+            ]);
+            if client_auth != UpClientAuth::Off {
+                let (cert, key) = clients.leaf("bazel-client", &[])?;
+                bazel_flags.push(format!("--tls_client_certificate={}", cert.display()));
+                bazel_flags.push(format!("--tls_client_key={}", key.display()));
+                common.extend(["--tls-client-ca-file".into(), client_ca.into()]);
+            }
         }
         let mut node_flags = Vec::new();
         for index in 0..nodes {

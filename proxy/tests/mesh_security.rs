@@ -7,7 +7,11 @@
 //! One three-node mesh serves every phase, in order: it forms and forwards; a TLS
 //! client works while plaintext and certificate-less clients are refused; a node
 //! with the wrong gossip key never becomes a member; a node whose mesh certificate
-//! comes from another CA gossips (it has the key) but cannot forward to the mesh.
+//! comes from another CA gossips (it has the key), yet the mesh never forwards to it
+//! (though it looks the best candidate) and it cannot forward to the mesh.
+//!
+//! This is the shared-port layout (peers and clients on one TLS port); the peer-port
+//! layout (`peer_listen`) has its own test, `mesh_peer_port`.
 
 mod support;
 
@@ -18,10 +22,13 @@ use std::time::{Duration, Instant};
 
 use remesh_proto::reapi::capabilities_client::CapabilitiesClient;
 use remesh_proto::reapi::execution_client::ExecutionClient;
-use remesh_proto::reapi::{Digest, ExecuteRequest, GetCapabilitiesRequest};
+use remesh_proto::reapi::{ExecuteRequest, GetCapabilitiesRequest};
 use support::fake_backend::FakeBackend;
 use support::processes::{UpCluster, metric};
-use support::secure::{Ca, LeafFiles, ServeProcess, alive_members, keyring_file};
+use support::secure::{
+    Ca, LeafFiles, ServeProcess, alive_members, assert_mesh_never_forwards_to, ca_bundle,
+    execute_request, execute_to_end, keyring_file,
+};
 use support::{eventually, wait_member_state};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
@@ -105,33 +112,6 @@ async fn tls_channel(
         .connect()
         .await
         .map_err(|e| format!("{e:?}"))
-}
-
-fn execute_request(instance: &str, hash: &str) -> ExecuteRequest {
-    ExecuteRequest {
-        instance_name: instance.into(),
-        action_digest: Some(Digest {
-            hash: hash.into(),
-            size_bytes: 10,
-        }),
-        ..Default::default()
-    }
-}
-
-/// Runs one Execute to its end; returns the last operation's name.
-async fn execute_to_end(client: &mut ExecutionClient<Channel>, hash: &str) -> String {
-    let mut stream = client
-        .execute(execute_request("main", hash))
-        .await
-        .expect("Execute")
-        .into_inner();
-    let mut last = None;
-    while let Some(operation) = stream.message().await.expect("operation stream") {
-        last = Some(operation);
-    }
-    let last = last.expect("at least one operation");
-    assert!(last.done, "{last:?}");
-    last.name
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -302,14 +282,17 @@ async fn sealed_mtls_mesh_forms_forwards_and_keeps_strangers_out() {
     drop(stranger);
 
     // Phase 5: the right gossip key but a mesh certificate from another CA: it
-    // becomes a member, but every forward to the mesh fails its handshake.
+    // becomes a member, but no forward crosses between it and the mesh.
+    // It trusts the mesh CA besides its own (a CA certificate is no secret), so
+    // only the mesh's own checks keep it out, in either direction.
     let rogue_ca = Ca::new(path, "rogue");
     let leaf = rogue_ca.leaf("s-r", &[]);
-    let backend = FakeBackend::default();
-    let addr = backend.clone().start().await;
+    let rogue_backend = FakeBackend::default();
+    let addr = rogue_backend.clone().start().await;
+    let rogue_trusts = ca_bundle(&path.join("rogue-trusts.pem"), &[&rogue_ca, &pki.mesh]);
     let args = node_args(
         &pki,
-        &rogue_ca.pem_file,
+        &rogue_trusts,
         &leaf,
         &keyring,
         addr,
@@ -319,6 +302,41 @@ async fn sealed_mtls_mesh_forms_forwards_and_keeps_strangers_out() {
     for id in ids {
         wait_member_state(rogue.admin(), id, "alive", CONVERGE).await;
     }
+    for node in &nodes {
+        wait_member_state(node.admin(), "s-r", "alive", CONVERGE).await;
+    }
+
+    // 5a: the mesh towards the rogue. A still holds one Execute; with B and C
+    // busy too, the idle rogue is A's best candidate, and the dial must fail.
+    let mut fill = Vec::new();
+    for node in &nodes[1..] {
+        let channel = tls_channel(&pki, node.ready.grpc, true)
+            .await
+            .expect("a TLS client at a mesh node");
+        fill.push((node, ExecutionClient::new(channel)));
+    }
+    let filled = assert_mesh_never_forwards_to(&rogue, &rogue_backend, a, &mut at_a, fill).await;
+    drop(filled);
+
+    // 5b: the rogue towards the mesh, once it sees B or C with room again.
+    eventually(
+        "the rogue to see a mesh node with room",
+        CONVERGE,
+        || async {
+            let report = support::cluster(rogue.admin()).await?;
+            report
+                .members
+                .iter()
+                .any(|m| {
+                    !m.local
+                        && m.state == "alive"
+                        && m.load
+                            .is_some_and(|l| l.queued + l.executing < l.max_concurrency)
+                })
+                .then_some(())
+        },
+    )
+    .await;
     let mut refused_on_mesh = 0.0;
     for node in &nodes {
         refused_on_mesh += metric(
@@ -374,13 +392,19 @@ async fn sealed_mtls_mesh_forms_forwards_and_keeps_strangers_out() {
         let executes = backend.recorded.lock().unwrap().executes;
         assert!(executes <= 3, "node {index} ran {executes}");
     }
+    assert_eq!(
+        rogue_backend.recorded.lock().unwrap().executes,
+        2,
+        "the rogue ran only what its own client sent it"
+    );
     drop(held);
     drop(rogue_held);
 }
 
 /// `up --tls` starts a three-node mesh with client TLS (client certificates
-/// required), mutual TLS between peers and sealed gossip, and prints the flags a
-/// client needs: with them, a TLS client reaches the real executor behind node 0.
+/// required), mutual TLS between peers on their peer ports and sealed gossip, and
+/// prints the flags a client needs: with them, a TLS client reaches the real
+/// executor behind node 0.
 ///
 /// (Bazel itself is not driven here: Debian's Bazel 4.2.3 on its JDK 17 fails
 /// before dialling any grpcs:// endpoint with "JDK provider does not support ALPN
@@ -441,6 +465,17 @@ async fn up_with_tls_serves_tls_clients_on_a_sealed_mtls_mesh() {
             .await
             .expect_err("a client without a certificate is refused");
     }
+    assert_peer_ports_and_sealed_gossip(&cluster).await;
+    assert!(cluster.stop().await.success());
+}
+
+/// What `up --mesh-tls` and `up --tls` share: every node has a peer port, which is
+/// what the others gossip as its gRPC address and which refuses plaintext; gossip
+/// is sealed.
+async fn assert_peer_ports_and_sealed_gossip(cluster: &UpCluster) {
+    let report = support::cluster(cluster.node(0).admin)
+        .await
+        .expect("node 0's /cluster");
     for node in &cluster.ready.nodes {
         assert_eq!(alive_members(node.admin).await, 3);
         let opened = metric(
@@ -449,6 +484,65 @@ async fn up_with_tls_serves_tls_clients_on_a_sealed_mtls_mesh() {
         )
         .await;
         assert!(opened > 0.0, "{}: gossip is sealed", node.node_id);
+        let peer = node.peer.expect("up names each node's peer port");
+        let member = report
+            .members
+            .iter()
+            .find(|m| m.node_id == node.node_id)
+            .expect("a member");
+        assert_eq!(
+            member.grpc_addr,
+            peer.to_string(),
+            "peers dial the peer port"
+        );
+        let plaintext = Endpoint::from_shared(format!("http://{peer}"))
+            .unwrap()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(10))
+            .connect()
+            .await;
+        if let Ok(channel) = plaintext {
+            CapabilitiesClient::new(channel)
+                .get_capabilities(GetCapabilitiesRequest {
+                    instance_name: "main".into(),
+                })
+                .await
+                .expect_err("the peer port refuses plaintext");
+        }
     }
+}
+
+/// `up --mesh-tls`: mutual TLS between the nodes only; the flags printed for Bazel
+/// are plaintext `grpc://` to node 0's client port, and they work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_with_mesh_tls_gives_clients_plaintext_and_peers_mutual_tls() {
+    remesh_proxy::tls::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = UpCluster::start_with(3, "1", &dir.path().join("cluster"), &["--mesh-tls"]).await;
+    let flags = &cluster.ready.bazel_flags;
+    let executor = flags
+        .iter()
+        .find_map(|f| f.strip_prefix("--remote_executor="))
+        .unwrap_or_else(|| panic!("--remote_executor missing in {flags:?}"));
+    assert_eq!(executor, format!("grpc://{}", cluster.node(0).grpc));
+    assert!(
+        !flags.iter().any(|f| f.starts_with("--tls")),
+        "no client TLS flags: {flags:?}"
+    );
+    let channel = Endpoint::from_shared(executor.replace("grpc://", "http://"))
+        .unwrap()
+        .connect_timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .expect("plaintext to node 0's client port");
+    let capabilities = CapabilitiesClient::new(channel)
+        .get_capabilities(GetCapabilitiesRequest {
+            instance_name: "main".into(),
+        })
+        .await
+        .expect("Capabilities from the executor in plaintext")
+        .into_inner();
+    assert!(capabilities.execution_capabilities.is_some());
+    assert_peer_ports_and_sealed_gossip(&cluster).await;
     assert!(cluster.stop().await.success());
 }

@@ -114,3 +114,120 @@ async fn a_wildcard_listener_without_an_advertised_address_is_refused_before_rea
     assert!(stderr.contains("grpc_advertise"), "{stderr}");
     assert!(output.stdout.is_empty(), "no ready line");
 }
+
+/// Runs `serve` with `args` to its exit (bounded: a node that started instead
+/// would run forever); returns (success, stdout, stderr).
+async fn serve_until_exit(args: &[std::ffi::OsString]) -> (bool, String, String) {
+    let child = tokio::process::Command::new(proxy_binary())
+        .args(["serve", "--node-id", "bad-files"])
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args(["--gossip-listen", "127.0.0.1:0"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let output = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("serve with a bad file must exit, not serve")
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn a_bad_certificate_or_keyring_stops_the_start_before_the_ready_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let mesh = support::secure::Ca::new(dir.path(), "mesh");
+    let leaf = mesh.leaf("bad-files", &[]);
+    let keyring = support::secure::keyring_file(&dir.path().join("keyring"));
+    let garbage = dir.path().join("garbage.crt");
+    std::fs::write(&garbage, "this is not a certificate\n").unwrap();
+    let os = |items: &[&dyn AsRef<std::ffi::OsStr>]| -> Vec<std::ffi::OsString> {
+        items.iter().map(|item| item.as_ref().to_owned()).collect()
+    };
+    let mesh_flags = |cert: &std::path::Path| {
+        os(&[
+            &"--mesh-tls-ca-file",
+            &mesh.pem_file,
+            &"--mesh-tls-cert-file",
+            &cert,
+            &"--mesh-tls-key-file",
+            &leaf.key,
+        ])
+    };
+
+    // A garbage mesh certificate on a peer port; a garbage client certificate on a
+    // shared port; a garbage keyring: each names the file, and nothing is printed
+    // on stdout (a supervisor reading the ready line never sees a start).
+    let peer_port = [
+        mesh_flags(&garbage),
+        os(&[
+            &"--peer-listen",
+            &"127.0.0.1:0",
+            &"--gossip-keyring",
+            &keyring,
+        ]),
+    ]
+    .concat();
+    let shared_port = [
+        mesh_flags(&leaf.cert),
+        os(&[
+            &"--tls-cert-file",
+            &garbage,
+            &"--tls-key-file",
+            &leaf.key,
+            &"--gossip-keyring",
+            &keyring,
+        ]),
+    ]
+    .concat();
+    let bad_keyring = [
+        mesh_flags(&leaf.cert),
+        os(&[
+            &"--peer-listen",
+            &"127.0.0.1:0",
+            &"--gossip-keyring",
+            &garbage,
+        ]),
+    ]
+    .concat();
+    for (case, args, field) in [
+        ("peer port", peer_port, "mesh_tls"),
+        ("shared port", shared_port, "tls"),
+        ("keyring", bad_keyring, "gossip_keyring"),
+    ] {
+        let (success, stdout, stderr) = serve_until_exit(&args).await;
+        assert!(!success, "{case}: serve must fail");
+        assert!(stdout.is_empty(), "{case}: no ready line, got {stdout:?}");
+        assert!(
+            stderr.contains(garbage.to_str().unwrap()),
+            "{case}: the error names the file: {stderr}"
+        );
+        assert!(
+            stderr.contains(field),
+            "{case}: the error names {field}: {stderr}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_peer_port_without_mesh_tls_is_refused_before_the_ready_line() {
+    let (success, stdout, stderr) = serve_until_exit(&[
+        "--peer-listen".into(),
+        "127.0.0.1:0".into(),
+        "--insecure-plaintext-gossip".into(),
+    ])
+    .await;
+    assert!(!success);
+    assert!(stdout.is_empty(), "no ready line: {stdout:?}");
+    assert!(
+        stderr.contains("peer_listen: needs [mesh_tls]"),
+        "the refusal says why: {stderr}"
+    );
+}

@@ -30,6 +30,13 @@ pub struct ClusterReport {
     /// Recent membership changes seen by this node, oldest first.
     #[serde(default)]
     pub events: Vec<EventReport>,
+    /// Where clients reach the answering node's gRPC port (`listen`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_addr: Option<String>,
+    /// The answering node's peer port as peers dial it, when it has one; its
+    /// members' `grpc_addr` is then this, not the client address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_addr: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -37,6 +44,8 @@ pub struct MemberReport {
     pub node_id: String,
     pub state: String,
     pub gossip_addr: String,
+    /// The gRPC address peers dial (gossiped): the member's peer port when it has
+    /// one, else its one gRPC port.
     pub grpc_addr: String,
     pub generation: u64,
     pub local: bool,
@@ -94,6 +103,8 @@ pub fn cluster_report(view: &ClusterView) -> ClusterReport {
         uptime_seconds: 0.0,
         forwards: Vec::new(),
         events: Vec::new(),
+        client_addr: None,
+        peer_addr: None,
     }
 }
 

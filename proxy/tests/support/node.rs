@@ -116,6 +116,8 @@ pub struct NodeSpec {
     pub executor_args: Vec<String>,
     /// Extra proxy flags.
     pub proxy_args: Vec<String>,
+    /// Seal gossip with this keyring; `None`: plaintext gossip (the opt-in flag).
+    pub gossip_keyring: Option<PathBuf>,
 }
 
 impl NodeSpec {
@@ -137,6 +139,7 @@ impl NodeSpec {
             executor_listen: "127.0.0.1:0".parse().unwrap(),
             executor_args: Vec::new(),
             proxy_args: Vec::new(),
+            gossip_keyring: None,
         }
     }
 }
@@ -222,9 +225,16 @@ pub async fn start_proxy(spec: &NodeSpec, executor: &ExecutorAddrs) -> Process<R
         "1s".into(),
         "--load-heartbeat".into(),
         "500ms".into(),
-        // Sealed gossip has its own tests (mesh_security).
-        "--insecure-plaintext-gossip".into(),
     ];
+    match &spec.gossip_keyring {
+        Some(keyring) => {
+            args.push("--gossip-keyring".into());
+            args.push(keyring.to_string_lossy().into_owned());
+        }
+        // Most tests are about something else; sealed gossip has its own
+        // (mesh_security, mesh_peer_port, bazel_mtls_mesh).
+        None => args.push("--insecure-plaintext-gossip".into()),
+    }
     if !spec.join.is_empty() {
         args.push("--join".into());
         args.push(spec.join.join(","));

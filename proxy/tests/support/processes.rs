@@ -93,6 +93,9 @@ pub struct UpNode {
     pub grpc: SocketAddr,
     pub admin: SocketAddr,
     pub gossip: SocketAddr,
+    /// The peer port, with `--mesh-tls` or `--tls`.
+    #[serde(default)]
+    pub peer: Option<SocketAddr>,
     pub proxy_pid: u32,
     pub executor: ExecutorAddrs,
     pub executor_pid: u32,

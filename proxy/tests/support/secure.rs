@@ -11,10 +11,18 @@ use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
 };
+use remesh_proto::longrunning::Operation;
+use remesh_proto::reapi::execution_client::ExecutionClient;
+use remesh_proto::reapi::{Digest, ExecuteRequest};
 use remesh_proxy::ReadyLine;
+use remesh_proxy::load::LoadRecord;
 use tokio::io::{AsyncBufReadExt, BufReader};
+use tonic::Streaming;
+use tonic::transport::Channel;
 
-use super::processes::proxy_binary;
+use super::eventually;
+use super::fake_backend::FakeBackend;
+use super::processes::{metric, proxy_binary};
 use super::real::KillOnDrop;
 
 /// A certificate authority written to `<dir>/<name>-ca.pem`.
@@ -141,4 +149,152 @@ pub async fn alive_members(admin: SocketAddr) -> usize {
     super::cluster(admin).await.map_or(0, |report| {
         report.members.iter().filter(|m| m.state == "alive").count()
     })
+}
+
+/// An Execute of a made-up action; the fake backend holds it open when
+/// `instance` is "hold", answers it at once otherwise.
+pub fn execute_request(instance: &str, hash: &str) -> ExecuteRequest {
+    ExecuteRequest {
+        instance_name: instance.into(),
+        action_digest: Some(Digest {
+            hash: hash.into(),
+            size_bytes: 10,
+        }),
+        ..Default::default()
+    }
+}
+
+/// Runs one Execute to its end; returns the last operation's name.
+pub async fn execute_to_end(client: &mut ExecutionClient<Channel>, hash: &str) -> String {
+    let mut stream = client
+        .execute(execute_request("main", hash))
+        .await
+        .expect("Execute")
+        .into_inner();
+    let mut last = None;
+    while let Some(operation) = stream.message().await.expect("operation stream") {
+        last = Some(operation);
+    }
+    let last = last.expect("at least one operation");
+    assert!(last.done, "{last:?}");
+    last.name
+}
+
+/// Starts an Execute the fake backend keeps open (a busy runner); returns the
+/// open stream and the operation's name. Dropping the stream frees the runner.
+pub async fn hold(
+    client: &mut ExecutionClient<Channel>,
+    hash: &str,
+) -> (Streaming<Operation>, String) {
+    let mut stream = client
+        .execute(execute_request("hold", hash))
+        .await
+        .expect("Execute (hold)")
+        .into_inner();
+    let first = stream
+        .message()
+        .await
+        .expect("operation stream")
+        .expect("a first operation");
+    (stream, first.name)
+}
+
+/// Whether a member's load (as `report` sees it) leaves no room.
+fn full(load: Option<LoadRecord>) -> bool {
+    load.is_some_and(|l| l.queued + l.executing >= l.max_concurrency)
+}
+
+/// The mesh dialling a rogue member: one with the gossip key (so it is a member
+/// the balancer may pick) but a mesh certificate from another CA.
+///
+/// `entry` must be full already. Each of `fill` (the other mesh nodes, with a
+/// client on each) is held busy here, so that the rogue, idle with room, is the
+/// entry node's first candidate: a mesh that trusted it would send the Execute
+/// there. Its dial must fail the TLS handshake (counted as a failed forward to
+/// the rogue, and as a refused handshake on the rogue's side), the Execute must
+/// complete inside the mesh, and the rogue's backend must receive nothing.
+/// Returns the held streams; dropping them frees the nodes.
+pub async fn assert_mesh_never_forwards_to(
+    rogue: &ServeProcess,
+    rogue_backend: &FakeBackend,
+    entry: &ServeProcess,
+    entry_client: &mut ExecutionClient<Channel>,
+    fill: Vec<(&ServeProcess, ExecutionClient<Channel>)>,
+) -> Vec<Streaming<Operation>> {
+    let rogue_id = rogue.ready.node_id.clone();
+    let mut held = Vec::new();
+    for (node, mut client) in fill {
+        let id = &node.ready.node_id;
+        let (stream, name) = hold(&mut client, &format!("fill-{id}")).await;
+        assert!(
+            name.starts_with(&format!("remesh/{id}/")),
+            "an idle node keeps its own work: {name}"
+        );
+        held.push(stream);
+    }
+    eventually(
+        "the entry node to see every mesh node full and the rogue idle",
+        Duration::from_secs(30),
+        || async {
+            let report = super::cluster(entry.admin()).await?;
+            let mut rogue_idle = false;
+            for member in &report.members {
+                if member.node_id == rogue_id {
+                    rogue_idle = member.state == "alive"
+                        && member
+                            .load
+                            .is_some_and(|l| l.queued + l.executing == 0 && l.max_concurrency > 0);
+                } else if !full(member.load) {
+                    return None;
+                }
+            }
+            rogue_idle.then_some(())
+        },
+    )
+    .await;
+    let forwards = |outcome: &str| {
+        format!("remesh_proxy_forwards_total{{peer=\"{rogue_id}\",outcome=\"{outcome}\"}}")
+    };
+    let refused = "remesh_proxy_tls_handshakes_total{outcome=\"refused\"}";
+    let failed_before = metric(entry.admin(), &forwards("failed")).await;
+    let refused_before = metric(rogue.admin(), refused).await;
+
+    let name = execute_to_end(entry_client, "towards-the-rogue").await;
+    assert!(
+        !name.starts_with(&format!("remesh/{rogue_id}/")),
+        "the rogue must not own an operation: {name}"
+    );
+    assert!(
+        metric(entry.admin(), &forwards("failed")).await > failed_before,
+        "the rogue was the first candidate and the dial to it failed"
+    );
+    assert_eq!(
+        metric(entry.admin(), &forwards("accepted")).await,
+        0.0,
+        "no forward to the rogue was accepted"
+    );
+    eventually(
+        "the rogue to count the refused handshake",
+        Duration::from_secs(10),
+        || async { (metric(rogue.admin(), refused).await > refused_before).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        rogue_backend.recorded.lock().unwrap().executes,
+        0,
+        "the rogue's backend received nothing"
+    );
+    held
+}
+
+/// A CA bundle at `path` holding every PEM of `cas`: what a rogue node trusts to
+/// accept the mesh's certificates (the mesh CA's certificate is not secret), so
+/// that only the mesh's own checks stand between it and the mesh.
+pub fn ca_bundle(path: &Path, cas: &[&Ca]) -> PathBuf {
+    let mut pem = String::new();
+    for ca in cas {
+        pem.push_str(&std::fs::read_to_string(&ca.pem_file).expect("reading a CA"));
+    }
+    std::fs::write(path, pem).expect("writing a CA bundle");
+    path.to_owned()
 }

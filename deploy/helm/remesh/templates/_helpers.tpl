@@ -60,12 +60,16 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- default (printf "%s-mesh-tls" (include "remesh.fullname" .)) .Values.meshTls.secretName }}
 {{- end }}
 
-{{/* proxy.toml. node_id, grpc_advertise and gossip_advertise come from the pod's
-environment (REMESH_PROXY_*), which overrides the file. */}}
+{{/* proxy.toml. node_id, grpc_advertise, gossip_advertise and peer_advertise come
+from the pod's environment (REMESH_PROXY_*), which overrides the file. */}}
 {{- define "remesh.proxyToml" -}}
 listen = "0.0.0.0:{{ int .Values.proxy.ports.grpc }}"
 admin_listen = "0.0.0.0:{{ int .Values.proxy.ports.admin }}"
 gossip_listen = "0.0.0.0:{{ int .Values.proxy.ports.gossip }}"
+{{- if .Values.meshTls.enabled }}
+# Peers meet here with mutual TLS ([mesh_tls]); listen serves clients only.
+peer_listen = "0.0.0.0:{{ int .Values.proxy.ports.peer }}"
+{{- end }}
 {{- if .Values.executor.enabled }}
 backend = "grpc://127.0.0.1:{{ int .Values.executor.ports.grpc }}"
 backend_mode = "executor"
