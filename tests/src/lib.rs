@@ -14,7 +14,8 @@
 //!   (digests, ByteStream upload and download, building and running an action).
 //! - `buildgrid`: a cache-only BuildGrid server, an independent REAPI implementation.
 //! - `raw_h2`: a raw HTTP/2 gRPC client that sends exactly the bytes a test builds.
-//! - `proxy_process`: spawns `remesh-proxy serve` in front of an executor.
+//! - `proxy_process`: spawns `remesh-proxy serve` (alone in front of an executor, or
+//!   joined to others), reads its ready line and admin port, stops it.
 //! - `hostile`: hostile-input cases shared by the `hostile_*` suites; `integrity`:
 //!   checks that nothing escaped the data dir and the CAS is intact.
 //! - `bazel`: copies a test workspace and runs the real Bazel client against a server.

@@ -16,11 +16,11 @@ use std::time::Duration;
 
 use anyhow::bail;
 
-use super::proxy_process::{ProxyOptions, ProxyProcess};
 use super::stats::{Series, Table, ratio};
 use super::workloads::{connect_all, execute_round, upload_noop_actions};
-use super::{Limits, rotation};
+use super::{Limits, PROXY_LOG_FILTER, rotation};
 use crate::ExecutorOptions;
+use crate::proxy_process::{ProxyOptions, ProxyProcess};
 use crate::reapi_client::Clients;
 
 const CONCURRENCIES: [usize; 2] = [1, 16];
@@ -60,14 +60,16 @@ pub async fn run(runs: usize) -> anyhow::Result<String> {
         join: None,
         extra_args: Vec::new(),
         binary: None,
+        log_filter: Some(PROXY_LOG_FILTER.into()),
     })?;
     let entry = ProxyProcess::spawn(&ProxyOptions {
         node_id: "entry".into(),
         backend: entry_executor.grpc_addr(),
         backend_load: silent_load.local_addr()?,
-        join: Some(peer.ready.gossip),
+        join: Some(peer.ready_line().gossip),
         extra_args: Vec::new(),
         binary: None,
+        log_filter: Some(PROXY_LOG_FILTER.into()),
     })?;
     let entry_check = &entry;
     tokio::task::block_in_place(|| entry_check.wait_for_peers(1, Duration::from_secs(60)))?;
@@ -75,9 +77,9 @@ pub async fn run(runs: usize) -> anyhow::Result<String> {
         "forward suite: entry proxy pid {} at {}, peer proxy pid {} at {}, executors pid {} \
          (entry) and {} (peer)",
         entry.pid(),
-        entry.ready.grpc,
+        entry.grpc_addr(),
         peer.pid(),
-        peer.ready.grpc,
+        peer.grpc_addr(),
         entry_executor.pid(),
         peer_executor.pid()
     );
@@ -86,13 +88,13 @@ pub async fn run(runs: usize) -> anyhow::Result<String> {
     let mut paths = vec![
         Path {
             name: "local (client → proxy → executor)",
-            connections: connect_all(peer.ready.grpc, "main").await?,
+            connections: connect_all(peer.grpc_addr(), "main").await?,
             series: CONCURRENCIES.iter().map(|_| Default::default()).collect(),
             completed: 0,
         },
         Path {
             name: "forwarded (client → entry proxy → peer proxy → executor)",
-            connections: connect_all(entry.ready.grpc, "main").await?,
+            connections: connect_all(entry.grpc_addr(), "main").await?,
             series: CONCURRENCIES.iter().map(|_| Default::default()).collect(),
             completed: 0,
         },

@@ -10,7 +10,6 @@
 //! - `stats`: latency samples, medians, percentiles, the Markdown table.
 //! - `load`: the bounded closed-loop load driver every round uses.
 //! - `workloads`: the REAPI round trips measured (FindMissingBlobs, ByteStream, Execute).
-//! - `proxy_process`: spawns `remesh-proxy serve`, reads its ready line, stops it.
 //! - `executor_suite`: one executor on its own (the original benchmark).
 //! - `passthrough_suite`: FindMissingBlobs and ByteStream direct to an executor, through
 //!   `remesh-proxy` and through nginx.
@@ -20,7 +19,6 @@ pub mod executor_suite;
 pub mod forward_suite;
 pub mod load;
 pub mod passthrough_suite;
-pub mod proxy_process;
 pub mod stats;
 pub mod workloads;
 
@@ -29,6 +27,10 @@ use std::time::Duration;
 /// Parallel HTTP/2 connections a concurrent phase spreads its streams over, as a client
 /// with several channels (Bazel opens many) would.
 pub const CONNECTIONS: usize = 4;
+
+/// `RUST_LOG` for every proxy a benchmark starts: the benchmarks measure the data path,
+/// not logging.
+pub const PROXY_LOG_FILTER: &str = "warn";
 
 /// Bounds of one load loop: it stops at whichever comes first.
 #[derive(Debug, Clone, Copy)]

@@ -11,12 +11,12 @@
 
 use std::fmt::Write as _;
 
-use super::proxy_process::{ProxyOptions, ProxyProcess};
 use super::stats::{Series, Table, ratio};
 use super::workloads::{FindMissingList, Stalled, bytestream_round, connect_all, fresh_blob};
-use super::{Limits, rotation};
+use super::{Limits, PROXY_LOG_FILTER, rotation};
 use crate::ExecutorOptions;
 use crate::nginx::{NginxGrpcProxy, NginxOptions};
+use crate::proxy_process::{ProxyOptions, ProxyProcess};
 use crate::reapi_client::Clients;
 
 /// Digests in one FindMissingBlobs request: a typical Bazel batch is tens to hundreds.
@@ -75,6 +75,7 @@ pub async fn run(runs: usize) -> anyhow::Result<String> {
         join: None,
         extra_args: Vec::new(),
         binary: None,
+        log_filter: Some(PROXY_LOG_FILTER.into()),
     })?;
     let baseline = match std::env::var_os(BASELINE_PROXY_ENV) {
         Some(path) => Some(ProxyProcess::spawn(&ProxyOptions {
@@ -84,6 +85,7 @@ pub async fn run(runs: usize) -> anyhow::Result<String> {
             join: None,
             extra_args: Vec::new(),
             binary: Some(path.into()),
+            log_filter: Some(PROXY_LOG_FILTER.into()),
         })?),
         None => None,
     };
@@ -100,7 +102,7 @@ pub async fn run(runs: usize) -> anyhow::Result<String> {
         executor.pid(),
         executor.grpc_addr(),
         proxy.pid(),
-        proxy.ready.grpc,
+        proxy.grpc_addr(),
         nginx.as_ref().map_or(String::new(), |n| format!(
             ", nginx pid {} at {}",
             n.pid(),
@@ -110,10 +112,10 @@ pub async fn run(runs: usize) -> anyhow::Result<String> {
 
     let mut contenders = vec![
         Contender::new("direct", executor.grpc_addr()).await?,
-        Contender::new(PROXY, proxy.ready.grpc).await?,
+        Contender::new(PROXY, proxy.grpc_addr()).await?,
     ];
     if let Some(baseline) = &baseline {
-        contenders.push(Contender::new(BASELINE, baseline.ready.grpc).await?);
+        contenders.push(Contender::new(BASELINE, baseline.grpc_addr()).await?);
     }
     if let Some(nginx) = &nginx {
         contenders.push(Contender::new(NGINX, nginx.addr).await?);
