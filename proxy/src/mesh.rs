@@ -4,8 +4,8 @@
 //! `Mesh` receives each view from the membership task (`ViewSink`), drops the
 //! channels of members that are gone, and answers the router (`PeerRouting`): which
 //! targets to try for an Execute and how to reach an operation's owner. Between two
-//! load records from a peer, the Executes this node sent it count as queued there, so
-//! its decisions do not lag its own traffic; a peer that just failed a forward is left
+//! load records from a peer, the Executes this node sent it and that are still open
+//! count as queued there, so its decisions do not lag its own traffic; a peer that just failed a forward is left
 //! out for a while, faster than gossip would declare it down.
 
 use std::collections::HashMap;
@@ -22,7 +22,7 @@ use crate::channel::{ChannelSettings, Endpoint, Http2Channel};
 use crate::load::LoadRecord;
 use crate::membership::{ClusterView, PeerEntry, PeerState, ViewSink};
 use crate::operation_name::NodeId;
-use crate::route::{ForwardOutcome, PeerRouting, Target};
+use crate::route::{ForwardOutcome, InFlight, PeerRouting, Target};
 use crate::wire::request_message::ExecuteRouting;
 
 /// How long a peer that failed a forward is not offered new work.
@@ -36,12 +36,14 @@ struct LocalTally {
     sent: u32,
 }
 
-/// Executes sent to one peer since its load record `load_version`.
+/// Executes sent to one peer since its load record `load_version` and still open.
 #[derive(Debug, Clone, Copy, Default)]
 struct ForwardTally {
     load_version: u64,
     forwarded: u32,
 }
+
+type Tallies = Arc<Mutex<HashMap<NodeId, ForwardTally>>>;
 
 struct PooledChannel {
     generation: u64,
@@ -53,7 +55,7 @@ pub struct Mesh {
     selector: Box<dyn PeerSelector>,
     settings: ChannelSettings,
     channels: Mutex<HashMap<NodeId, PooledChannel>>,
-    tallies: Mutex<HashMap<NodeId, ForwardTally>>,
+    tallies: Tallies,
     /// The local load, read at each decision rather than through the view (which
     /// another task republishes), with the Executes sent locally since it changed.
     local_tally: Mutex<LocalTally>,
@@ -80,7 +82,7 @@ impl Mesh {
             selector,
             settings,
             channels: Mutex::new(HashMap::new()),
-            tallies: Mutex::new(HashMap::new()),
+            tallies: Arc::new(Mutex::new(HashMap::new())),
             local_tally: Mutex::new(LocalTally {
                 reports: local_load,
                 sent: 0,
@@ -222,20 +224,35 @@ impl PeerRouting for Mesh {
         Some(pooled.channel.clone())
     }
 
-    fn sending(&self, target: &Target) {
+    fn sending(&self, target: &Target) -> InFlight {
         match target {
-            Target::Local => lock(&self.local_tally).sent += 1,
+            Target::Local => {
+                lock(&self.local_tally).sent += 1;
+                InFlight::untracked()
+            }
             Target::Peer(node) => {
                 let load_version = self.view.load().peer(node).map_or(0, |p| p.load_version);
-                let mut tallies = lock(&self.tallies);
-                let tally = tallies.entry(node.clone()).or_default();
-                if tally.load_version != load_version {
-                    *tally = ForwardTally {
-                        load_version,
-                        forwarded: 0,
-                    };
+                {
+                    let mut tallies = lock(&self.tallies);
+                    let tally = tallies.entry(node.clone()).or_default();
+                    if tally.load_version != load_version {
+                        *tally = ForwardTally {
+                            load_version,
+                            forwarded: 0,
+                        };
+                    }
+                    tally.forwarded += 1;
                 }
-                tally.forwarded += 1;
+                let tallies = self.tallies.clone();
+                let node = node.clone();
+                InFlight::on_drop(move || {
+                    // A newer record already counts (or no longer counts) this one.
+                    if let Some(tally) = lock(&tallies).get_mut(&node)
+                        && tally.load_version == load_version
+                    {
+                        tally.forwarded = tally.forwarded.saturating_sub(1);
+                    }
+                })
             }
         }
     }
@@ -314,8 +331,8 @@ mod tests {
             mesh.execute_candidates(&routing)[0],
             Target::Peer(b.clone())
         );
-        mesh.sending(&Target::Peer(b.clone()));
-        mesh.sending(&Target::Peer(b.clone()));
+        let first = mesh.sending(&Target::Peer(b.clone()));
+        let second = mesh.sending(&Target::Peer(b.clone()));
         // b's two runners are now taken, as far as this node knows: stay local.
         assert_eq!(mesh.execute_candidates(&routing), [Target::Local]);
         // A newer record from b supersedes the tally.
@@ -326,7 +343,31 @@ mod tests {
             local_load: load(0, 4, 4),
             peers: vec![fresh],
         });
+        // Those two ending later does not take anything off the new record's count.
+        let third = mesh.sending(&Target::Peer(b.clone()));
+        drop((first, second));
+        assert_eq!(mesh.snapshot().peers[0].load.queued, 1);
+        drop(third);
         assert_eq!(mesh.execute_candidates(&routing)[0], Target::Peer(b));
+    }
+
+    #[tokio::test]
+    async fn forwards_that_ended_stop_counting_before_the_next_record() {
+        let b = NodeId::new("b").unwrap();
+        let mesh = mesh(
+            load(0, 4, 4),
+            vec![peer("b", 2000, PeerState::Alive, load(0, 0, 2))],
+        );
+        let routing = ExecuteRouting::default();
+        // Many short actions within one gossip round: only the open ones count.
+        for _ in 0..100 {
+            drop(mesh.sending(&Target::Peer(b.clone())));
+        }
+        assert_eq!(mesh.snapshot().peers[0].load.queued, 0);
+        let open = mesh.sending(&Target::Peer(b.clone()));
+        assert_eq!(mesh.snapshot().peers[0].load.queued, 1);
+        assert_eq!(mesh.execute_candidates(&routing)[0], Target::Peer(b));
+        drop(open);
     }
 
     #[tokio::test]
@@ -345,8 +386,8 @@ mod tests {
         );
         let routing = ExecuteRouting::default();
         assert_eq!(mesh.execute_candidates(&routing)[0], Target::Local);
-        mesh.sending(&Target::Local);
-        mesh.sending(&Target::Local);
+        let _ = mesh.sending(&Target::Local);
+        let _ = mesh.sending(&Target::Local);
         // Two sent, none reported yet: local counts as full.
         assert_eq!(mesh.snapshot().local.load.queued, 2);
         assert_eq!(

@@ -72,7 +72,7 @@ impl Router {
             let attempt = http::Request::from_parts(head, body::full(framed.clone()));
             match target {
                 Target::Local => {
-                    config.peers.sending(&Target::Local);
+                    let sent = config.peers.sending(&Target::Local);
                     let guard = config.open_executions.as_ref().map(|open| open.begin());
                     match self
                         .forward_local(attempt, Some(OperationShape::Operation))
@@ -82,7 +82,7 @@ impl Router {
                             // Counted open until the stream ends or the client leaves.
                             return Ok(response.map(|body| {
                                 body::boxed(body.map_frame(move |frame| {
-                                    let _open = &guard;
+                                    let _open = (&guard, &sent);
                                     frame
                                 }))
                             }));
@@ -99,14 +99,20 @@ impl Router {
                     let Some(channel) = config.peers.peer_channel(&node) else {
                         continue;
                     };
-                    config.peers.sending(&Target::Peer(node.clone()));
+                    let sent = config.peers.sending(&Target::Peer(node.clone()));
                     let mut attempt = attempt;
                     hop::mark_forwarded(attempt.headers_mut());
                     let span = tracing::debug_span!("forward", peer = %node);
                     let outcome = match channel.send(attempt).instrument(span).await {
                         Ok(response) if !refused(&response) => {
                             self.count_forward(&node, ForwardOutcome::Accepted);
-                            return Ok(response.map(body::boxed));
+                            // Open on the peer until its stream ends.
+                            return Ok(response.map(|body| {
+                                body::boxed(body.map_frame(move |frame| {
+                                    let _open = &sent;
+                                    frame
+                                }))
+                            }));
                         }
                         Ok(response) => {
                             last_refusal = Some(response.map(body::boxed));

@@ -7,6 +7,7 @@
 //! never touches membership state and tests can route against a fixed table.
 
 pub mod execute;
+pub mod in_flight;
 pub mod local;
 pub mod operations;
 
@@ -23,6 +24,7 @@ use crate::load::OpenExecutions;
 use crate::metrics::ProxyMetrics;
 use crate::operation_name::{NodeId, OperationNameError};
 use crate::wire::request_message::ExecuteRouting;
+pub use in_flight::InFlight;
 
 /// Where one attempt at an Execute goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,8 +63,9 @@ pub trait PeerRouting: Send + Sync + 'static {
     /// live member (then its operations are gone as far as clients are concerned).
     fn peer_channel(&self, node: &NodeId) -> Option<Arc<Http2Channel>>;
     /// Called as an Execute is sent to `target`, before any answer: a burst of
-    /// Executes decided within one gossip round must see each other.
-    fn sending(&self, target: &Target);
+    /// Executes decided within one gossip round must see each other. The guard is
+    /// held until the Execute's stream ends.
+    fn sending(&self, target: &Target) -> InFlight;
     /// Called after every forward attempt to a peer.
     fn record_forward(&self, node: &NodeId, outcome: ForwardOutcome);
 }
@@ -77,7 +80,9 @@ impl PeerRouting for SingleNode {
     fn peer_channel(&self, _: &NodeId) -> Option<Arc<Http2Channel>> {
         None
     }
-    fn sending(&self, _: &Target) {}
+    fn sending(&self, _: &Target) -> InFlight {
+        InFlight::untracked()
+    }
     fn record_forward(&self, _: &NodeId, _: ForwardOutcome) {}
 }
 
