@@ -69,12 +69,20 @@ fn request(instance: &str, hash: &str) -> ExecuteRequest {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_forwarded_execute_ends_when_its_owner_is_declared_down() {
+/// Nodes a and b (b joined through a), a client of a, and an Execute that fills a
+/// (capacity 1) and stays open there, so the next one a gets goes to b.
+struct TwoNodes {
+    a: ServeProcess,
+    b: ServeProcess,
+    client: ExecutionClient<tonic::transport::Channel>,
+    local: tonic::Streaming<remesh_proto::longrunning::Operation>,
+    /// Holds the logs: bind it, or they go when the struct is taken apart.
+    _dir: tempfile::TempDir,
+}
+
+async fn two_nodes(b_backend: FakeBackend) -> TwoNodes {
     let dir = tempfile::tempdir().unwrap();
     let a_backend = FakeBackend::default().start().await;
-    let b_backend = FakeBackend::default();
-    let b_recorded = b_backend.recorded.clone();
     let b_backend = b_backend.start().await;
     let a = ServeProcess::start("a", &node_args(a_backend, None), &dir.path().join("a.log")).await;
     let b = ServeProcess::start(
@@ -84,14 +92,33 @@ async fn a_forwarded_execute_ends_when_its_owner_is_declared_down() {
     )
     .await;
     wait_member_state(a.admin(), "b", "alive", CONVERGE).await;
-
     let mut client = ExecutionClient::connect(format!("http://{}", a.ready.grpc))
         .await
         .unwrap();
-    // The first fills a (capacity 1) and stays local; the second goes to b.
     let mut local = client.execute(hold("1")).await.unwrap().into_inner();
     let first = local.message().await.unwrap().expect("an operation");
     assert!(first.name.starts_with("remesh/a/"), "{}", first.name);
+    TwoNodes {
+        a,
+        b,
+        client,
+        local,
+        _dir: dir,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_execute_ends_when_its_owner_is_declared_down() {
+    let b_backend = FakeBackend::default();
+    let b_recorded = b_backend.recorded.clone();
+    let TwoNodes {
+        a,
+        b,
+        mut client,
+        mut local,
+        _dir,
+    } = two_nodes(b_backend).await;
+    // a is full: the next Execute goes to b.
     let mut forwarded = client.execute(hold("2")).await.unwrap().into_inner();
     let second = forwarded.message().await.unwrap().expect("an operation");
     assert!(second.name.starts_with("remesh/b/"), "{}", second.name);
@@ -146,24 +173,14 @@ async fn a_forwarded_execute_ends_when_its_owner_is_declared_down() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forwarded_execute_survives_its_owner_leaving_gracefully() {
-    let dir = tempfile::tempdir().unwrap();
-    let a_backend = FakeBackend::default().start().await;
-    let b_backend = FakeBackend::default().start().await;
-    let a = ServeProcess::start("a", &node_args(a_backend, None), &dir.path().join("a.log")).await;
-    let b = ServeProcess::start(
-        "b",
-        &node_args(b_backend, Some(a.ready.gossip)),
-        &dir.path().join("b.log"),
-    )
-    .await;
-    wait_member_state(a.admin(), "b", "alive", CONVERGE).await;
-
-    let mut client = ExecutionClient::connect(format!("http://{}", a.ready.grpc))
-        .await
-        .unwrap();
-    let mut local = client.execute(hold("1")).await.unwrap().into_inner();
-    let first = local.message().await.unwrap().expect("an operation");
-    assert!(first.name.starts_with("remesh/a/"), "{}", first.name);
+    // `_local` keeps a full until the end; `_dir` keeps the logs.
+    let TwoNodes {
+        a,
+        b,
+        mut client,
+        local: _local,
+        _dir,
+    } = two_nodes(FakeBackend::default()).await;
     let mut forwarded = client
         .execute(request("slow", "2"))
         .await
@@ -189,11 +206,17 @@ async fn a_forwarded_execute_survives_its_owner_leaving_gracefully() {
     assert!(done.done, "{done:?}");
     assert_eq!(done.name, running.name);
     // Its own leave is not reported as being thrown out of the cluster.
-    support::eventually("b to log its leave", Duration::from_secs(10), || async {
-        let log = std::fs::read_to_string(&b.log).ok()?;
-        log.contains("left the cluster").then_some(())
-    })
-    .await;
-    let log = std::fs::read_to_string(&b.log).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let log = loop {
+        let log = std::fs::read_to_string(&b.log).unwrap_or_default();
+        if log.contains("left the cluster") {
+            break log;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "b never logged its leave:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert!(!log.contains("declared down"), "{log}");
 }
