@@ -68,9 +68,18 @@ pub struct PolicyRun {
 struct Heard {
     load: Option<LoadRecord>,
     version: u64,
-    /// Own forwards since `version` (the proxy's `ForwardTally`).
+    /// Own forwards since `version` that have not finished (the proxy's
+    /// `ForwardTally` with its `InFlight` guards).
     forwarded_version: u64,
     forwarded: u32,
+}
+
+/// Where a forwarded action came from and which record of its peer it was counted
+/// against, so that its end can take it off the count again.
+#[derive(Debug, Clone, Copy)]
+struct Forwarded {
+    entry: usize,
+    version: u64,
 }
 
 struct ExecNode {
@@ -102,6 +111,7 @@ enum Event {
     },
     Finish {
         node: usize,
+        action: usize,
     },
     Record {
         to: usize,
@@ -127,6 +137,8 @@ struct Engine<'a> {
     config: &'a EngineConfig,
     rng: StdRng,
     remaining: usize,
+    /// Forwarded actions not yet finished.
+    forwarded: HashMap<usize, Forwarded>,
     run: PolicyRun,
 }
 
@@ -164,6 +176,7 @@ pub fn run(actions: &[Action], config: &EngineConfig) -> PolicyRun {
         config,
         rng: StdRng::seed_from_u64(config.seed),
         remaining: actions.len(),
+        forwarded: HashMap::new(),
         run: PolicyRun {
             makespan: 0,
             waits: Vec::with_capacity(actions.len()),
@@ -200,7 +213,14 @@ impl Engine<'_> {
         match event {
             Event::Arrive(action) => self.route(action),
             Event::Accept { node, action } => self.enqueue(node, action),
-            Event::Finish { node } => {
+            Event::Finish { node, action } => {
+                // The proxy's `InFlight` guard drops as the forwarded stream ends.
+                if let Some(Forwarded { entry, version }) = self.forwarded.remove(&action) {
+                    let heard = &mut self.nodes[entry].view[node];
+                    if heard.forwarded_version == version {
+                        heard.forwarded = heard.forwarded.saturating_sub(1);
+                    }
+                }
                 self.nodes[node].executing -= 1;
                 self.remaining -= 1;
                 self.run.makespan = self.run.makespan.max(self.queue.now());
@@ -236,7 +256,7 @@ impl Engine<'_> {
     }
 
     /// The proxy's `Mesh::snapshot` for node `at`: exact local load; peers as last
-    /// heard, plus this node's forwards since that record.
+    /// heard, plus this node's unfinished forwards since that record.
     fn snapshot(&self, at: usize) -> Snapshot {
         let node = &self.nodes[at];
         let peers = node
@@ -282,6 +302,8 @@ impl Engine<'_> {
                     heard.forwarded = 0;
                 }
                 heard.forwarded += 1;
+                let version = heard.forwarded_version;
+                self.forwarded.insert(action, Forwarded { entry, version });
                 self.run.forwards += 1;
                 let hop = self.config.net.latency(&mut self.rng);
                 self.queue.after(hop, Event::Accept { node: peer, action });
@@ -313,7 +335,13 @@ impl Engine<'_> {
             }
             exec.started.insert(action.digest);
             self.run.waits.push(now - action.arrival);
-            self.queue.after(action.duration, Event::Finish { node });
+            self.queue.after(
+                action.duration,
+                Event::Finish {
+                    node,
+                    action: index,
+                },
+            );
         }
         let load = self.nodes[node].load();
         match self.nodes[node].pacer.on_change(load, now) {

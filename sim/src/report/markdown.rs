@@ -258,7 +258,8 @@ model of it:
   `LoadRecord::differs_significantly`;
 - balancing: the proxy's `PeerSelector`s from `selector_for` (`least-loaded`, `p2c`,
   `affinity` with load factor 1.25), fed the snapshot `Mesh::snapshot` builds: exact local
-  load, each peer's last received record plus this node's own forwards since that record.
+  load, each peer's last received record plus this node's own unfinished forwards since
+  that record.
 
 Everything is deterministic: simulated microseconds, seeded generators, no wall clock.
 ";
