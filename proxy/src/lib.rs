@@ -61,6 +61,7 @@ pub mod operation_name;
 pub mod route;
 pub mod security;
 pub mod server;
+pub mod stream_pool;
 pub mod tls;
 pub mod trace_context;
 pub mod wire;

@@ -30,10 +30,12 @@ use crate::metrics::ProxyMetrics;
 use crate::operation_name::NodeId;
 use crate::route::{Router, RouterConfig};
 use crate::security::Security;
+use crate::stream_pool::{self, StreamPool};
 use crate::tls::BuildError;
 use crate::trace_context::TraceContextLayer;
 
-/// Connections to the local backend, used in turn (see `Http2Channel::with_connections`).
+/// Connections to the local backend for every call but Execute and WaitExecution,
+/// used in turn (see `Http2Channel::with_connections`; those two have a `StreamPool`).
 const BACKEND_CONNECTIONS: usize = 4;
 
 /// How long open streams may go on after shutdown before connections are closed.
@@ -274,6 +276,12 @@ impl Prepared {
                 field: "backend",
                 reason: error.to_string(),
             })?;
+        let backend_streams = Arc::new(StreamPool::new(
+            backend_endpoint.clone(),
+            backend_settings.clone(),
+            stream_pool::STREAMS_PER_CONNECTION,
+            stream_pool::MAX_CONNECTIONS,
+        ));
         let backend = Arc::new(Http2Channel::with_connections(
             backend_endpoint,
             backend_settings,
@@ -314,6 +322,7 @@ impl Prepared {
         let router = Router::new(RouterConfig {
             node_id: node_id.clone(),
             backend,
+            backend_streams,
             peers: mesh,
             max_message_bytes: config.max_message_bytes,
             pass_unknown_methods: config.pass_unknown_methods,

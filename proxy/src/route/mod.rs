@@ -23,6 +23,7 @@ use crate::grpc_method::GrpcMethod;
 use crate::load::OpenExecutions;
 use crate::metrics::ProxyMetrics;
 use crate::operation_name::{NodeId, OperationNameError};
+use crate::stream_pool::StreamPool;
 use crate::wire::request_message::ExecuteRouting;
 pub use in_flight::InFlight;
 
@@ -105,6 +106,9 @@ pub enum RouteError {
 pub struct RouterConfig {
     pub node_id: NodeId,
     pub backend: Arc<Http2Channel>,
+    /// The local backend again, on connections of their own for Execute and
+    /// WaitExecution streams, which stay open while actions wait and run.
+    pub backend_streams: Arc<StreamPool>,
     pub peers: Arc<dyn PeerRouting>,
     /// Bound on a buffered request message and on one renamed response message.
     pub max_message_bytes: usize,

@@ -44,6 +44,9 @@ pub struct Recorded {
 #[derive(Clone, Default)]
 pub struct FakeBackend {
     pub recorded: Arc<Mutex<Recorded>>,
+    /// Streams per HTTP/2 connection announced to clients (unbounded when unset;
+    /// remesh-executor announces 200 by default).
+    pub max_concurrent_streams: Option<u32>,
 }
 
 impl FakeBackend {
@@ -61,6 +64,7 @@ impl FakeBackend {
         let addr = listener.local_addr().unwrap();
         tokio::spawn(
             tonic::transport::Server::builder()
+                .max_concurrent_streams(self.max_concurrent_streams)
                 .add_service(ExecutionServer::new(self.clone()))
                 .add_service(OperationsServer::new(self.clone()))
                 .add_service(ActionCacheServer::new(self.clone()))
