@@ -18,11 +18,12 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::balance::{NodeLoad, PeerSelector, Snapshot};
-use crate::channel::{ChannelSettings, Endpoint, Http2Channel};
+use crate::channel::{ChannelSettings, Endpoint};
 use crate::load::LoadRecord;
 use crate::membership::{ClusterView, PeerEntry, PeerState, ViewSink};
 use crate::operation_name::NodeId;
 use crate::route::{ForwardOutcome, InFlight, PeerRouting, Target};
+use crate::stream_pool::{self, StreamPool};
 use crate::wire::request_message::ExecuteRouting;
 
 /// How long a peer that failed a forward is not offered new work.
@@ -47,7 +48,7 @@ type Tallies = Arc<Mutex<HashMap<NodeId, ForwardTally>>>;
 
 struct PooledChannel {
     generation: u64,
-    channel: Arc<Http2Channel>,
+    channel: Arc<StreamPool>,
 }
 
 pub struct Mesh {
@@ -206,7 +207,7 @@ impl PeerRouting for Mesh {
             .select(&snapshot, &routing.action_hash, self.next_random())
     }
 
-    fn peer_channel(&self, node: &NodeId) -> Option<Arc<Http2Channel>> {
+    fn peer_channel(&self, node: &NodeId) -> Option<Arc<StreamPool>> {
         let view = self.view.load();
         let peer = view
             .peer(node)
@@ -216,9 +217,11 @@ impl PeerRouting for Mesh {
             .entry(node.clone())
             .or_insert_with(|| PooledChannel {
                 generation: peer.identity.generation,
-                channel: Arc::new(Http2Channel::new(
+                channel: Arc::new(StreamPool::new(
                     Endpoint::from_addr(peer.identity.grpc_addr),
                     self.settings.clone(),
+                    stream_pool::STREAMS_PER_CONNECTION,
+                    stream_pool::MAX_CONNECTIONS,
                 )),
             });
         Some(pooled.channel.clone())

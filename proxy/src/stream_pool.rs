@@ -1,17 +1,20 @@
-//! Connections to the local backend for the streams that stay open while an action
-//! waits and runs: Execute and WaitExecution.
+//! Connections to one upstream for streams that may stay open while an action waits
+//! and runs: Execute and WaitExecution to the local backend, and everything sent to
+//! a peer's proxy.
 //!
 //! A server caps the streams one HTTP/2 connection may carry (remesh-executor and
-//! hyper announce 200). Every queued action holds its Execute stream for as long as it
-//! waits for a runner, which on a busy node is minutes, and a queue may hold
-//! thousands. Sharing the short calls' connections, those streams would take every
-//! slot and a FindMissingBlobs would wait behind actions that wait for runners. So
-//! they get connections of their own, which grow with demand: a stream goes to the
-//! first connection with fewer than `streams_per_connection` open, and when every
-//! connection is that busy a new one is dialled, up to `max_connections`. Past that
-//! the least busy connection takes it (and HTTP/2 queues it if the server is full).
+//! hyper announce 200, a remesh-proxy 1,000). Every queued action holds its Execute
+//! stream for as long as it waits for a runner, which on a busy node is minutes, and
+//! a queue may hold thousands. Sharing the short calls' connections, those streams
+//! would take every slot and a FindMissingBlobs would wait behind actions that wait
+//! for runners: a build stalls on its own backlog. So they get connections of their
+//! own, which grow with demand: a stream goes to the first connection with fewer
+//! than `streams_per_connection` open, and when every connection is that busy a new
+//! one is dialled, up to `max_connections`. Past that the least busy connection takes
+//! it (and HTTP/2 queues it if the server is full). `close` ends every connection at
+//! once (a peer declared down).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use hyper::body::Incoming;
@@ -38,6 +41,7 @@ pub struct StreamPool {
     streams_per_connection: usize,
     max_connections: usize,
     lanes: Mutex<Vec<Lane>>,
+    closed: AtomicBool,
 }
 
 /// One stream counted against its connection until dropped (when the response
@@ -66,6 +70,20 @@ impl StreamPool {
             streams_per_connection: streams_per_connection.max(1),
             max_connections: max_connections.max(1),
             lanes: Mutex::new(Vec::new()),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// Ends every connection now, and the streams open on them (see
+    /// `Http2Channel::close`); later requests fail without dialling.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+        for lane in self.lock().iter() {
+            lane.channel.close();
         }
     }
 
@@ -75,6 +93,11 @@ impl StreamPool {
         &self,
         request: ProxyRequest,
     ) -> Result<(http::Response<Incoming>, OpenStream), ChannelError> {
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(ChannelError::Closed {
+                endpoint: format!("{}:{}", self.endpoint.host, self.endpoint.port),
+            });
+        }
         let (channel, stream) = self.reserve();
         let response = channel.send(request).await?;
         Ok((response, stream))
@@ -151,6 +174,17 @@ mod tests {
         let again = pool.reserve();
         assert_eq!(pool.connections(), 2);
         assert!(!Arc::ptr_eq(&again.0, &third.0));
+    }
+
+    #[tokio::test]
+    async fn a_closed_pool_sends_nothing() {
+        let pool = pool(1, 2);
+        let _open = pool.reserve();
+        pool.close();
+        let request = http::Request::new(crate::body::empty());
+        let error = pool.send(request).await.unwrap_err();
+        assert!(matches!(error, ChannelError::Closed { .. }), "{error}");
+        assert!(error.never_reached_upstream());
     }
 
     #[test]

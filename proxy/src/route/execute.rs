@@ -104,17 +104,17 @@ impl Router {
                     hop::mark_forwarded(attempt.headers_mut());
                     let span = tracing::debug_span!("forward", peer = %node);
                     let outcome = match channel.send(attempt).instrument(span).await {
-                        Ok(response) if !refused(&response) => {
+                        Ok((response, stream)) if !refused(&response) => {
                             self.count_forward(&node, ForwardOutcome::Accepted);
                             // Open on the peer until its stream ends.
                             return Ok(response.map(|body| {
                                 body::boxed(body.map_frame(move |frame| {
-                                    let _open = &sent;
+                                    let _open = (&sent, &stream);
                                     frame
                                 }))
                             }));
                         }
-                        Ok(response) => {
+                        Ok((response, _)) => {
                             last_refusal = Some(response.map(body::boxed));
                             ForwardOutcome::Refused
                         }

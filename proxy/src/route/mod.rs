@@ -60,9 +60,9 @@ pub trait PeerRouting: Send + Sync + 'static {
     /// Targets to try for this Execute, best first; `Target::Local` may appear
     /// anywhere (the router appends it when absent, as the last resort).
     fn execute_candidates(&self, routing: &ExecuteRouting) -> Vec<Target>;
-    /// The pooled channel to a current member's proxy; `None` when `node` is not a
+    /// The pooled connections to a current member's proxy; `None` when `node` is not a
     /// live member (then its operations are gone as far as clients are concerned).
-    fn peer_channel(&self, node: &NodeId) -> Option<Arc<Http2Channel>>;
+    fn peer_channel(&self, node: &NodeId) -> Option<Arc<StreamPool>>;
     /// Called as an Execute is sent to `target`, before any answer: a burst of
     /// Executes decided within one gossip round must see each other. The guard is
     /// held until the Execute's stream ends.
@@ -78,7 +78,7 @@ impl PeerRouting for SingleNode {
     fn execute_candidates(&self, _: &ExecuteRouting) -> Vec<Target> {
         vec![Target::Local]
     }
-    fn peer_channel(&self, _: &NodeId) -> Option<Arc<Http2Channel>> {
+    fn peer_channel(&self, _: &NodeId) -> Option<Arc<StreamPool>> {
         None
     }
     fn sending(&self, _: &Target) -> InFlight {

@@ -3,6 +3,7 @@
 //! unchanged request to the owner, one hop at most. An owner that is not a member
 //! gives NOT_FOUND, which makes Bazel start the action again with Execute.
 
+use http_body_util::BodyExt;
 use tracing::Instrument;
 
 use crate::body::{self, BoxError, ProxyRequest, ProxyResponse};
@@ -57,7 +58,12 @@ impl Router {
         let request = http::Request::from_parts(head, body::full(grpc_frame::encode(&message)));
         let span = tracing::debug_span!("operation", owner = %name.node_id);
         match channel.send(request).instrument(span).await {
-            Ok(response) => Ok(response.map(body::boxed)),
+            Ok((response, stream)) => Ok(response.map(|body| {
+                body::boxed(body.map_frame(move |frame| {
+                    let _counted = &stream;
+                    frame
+                }))
+            })),
             // The owner cannot even be dialled: it died and gossip has not said so yet.
             // Its operations died with it, and NOT_FOUND (rather than a retryable
             // UNAVAILABLE that Bazel would retry until it gives up) makes Bazel
