@@ -74,7 +74,7 @@ impl Endpoint {
         }
     }
 
-    fn authority(&self) -> String {
+    pub(crate) fn authority(&self) -> String {
         if self.host.contains(':') {
             format!("[{}]:{}", self.host, self.port)
         } else {

@@ -95,7 +95,7 @@ impl StreamPool {
     ) -> Result<(http::Response<Incoming>, OpenStream), ChannelError> {
         if self.closed.load(Ordering::Relaxed) {
             return Err(ChannelError::Closed {
-                endpoint: format!("{}:{}", self.endpoint.host, self.endpoint.port),
+                endpoint: self.endpoint.authority(),
             });
         }
         let (channel, stream) = self.reserve();
