@@ -4,10 +4,12 @@
 
 mod support;
 
+use support::fake_backend::execute_request;
+
 use std::time::Duration;
 
+use remesh_proto::reapi::WaitExecutionRequest;
 use remesh_proto::reapi::execution_client::ExecutionClient;
-use remesh_proto::reapi::{Digest, ExecuteRequest, WaitExecutionRequest};
 use support::fake_backend::{self, FakeBackend};
 use support::{RunningProxy, start_proxy, wait_member_state};
 use tonic::Code;
@@ -48,17 +50,6 @@ async fn start_cluster_with(ids: &[&str], adjust: impl Fn(&mut remesh_proxy::Con
         }
     }
     nodes
-}
-
-fn execute_request(instance: &str, hash: &str) -> ExecuteRequest {
-    ExecuteRequest {
-        instance_name: instance.into(),
-        action_digest: Some(Digest {
-            hash: hash.into(),
-            size_bytes: 10,
-        }),
-        ..Default::default()
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

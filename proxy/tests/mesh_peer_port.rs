@@ -28,7 +28,7 @@ use support::fake_backend::FakeBackend;
 use support::processes::metric;
 use support::secure::{
     Ca, LeafFiles, ServeProcess, alive_members, assert_mesh_never_forwards_to, ca_bundle,
-    execute_request, execute_to_end, hold, keyring_file,
+    execute_request, execute_to_end, execute_with_forged_hop, hold, keyring_file,
 };
 use support::{cluster, eventually, wait_member_state};
 use tonic::transport::Channel;
@@ -212,17 +212,7 @@ async fn a_peer_port_mesh_forwards_over_mtls_and_keeps_a_rogue_out_both_ways() {
 
     // Phase 3: a client's hop header is removed on the client port, so this
     // Execute is forwarded like any other instead of being pinned to A.
-    let mut pinned = tonic::Request::new(execute_request("main", "pinned"));
-    pinned.metadata_mut().insert(
-        "x-remesh-hop",
-        tonic::metadata::MetadataValue::from_static("1"),
-    );
-    let mut stream = at_a.execute(pinned).await.expect("Execute").into_inner();
-    let mut last = None;
-    while let Some(operation) = stream.message().await.expect("operation stream") {
-        last = Some(operation.name);
-    }
-    let pinned_name = last.expect("an operation");
+    let pinned_name = execute_with_forged_hop(&mut at_a).await;
     assert!(
         !pinned_name.starts_with("remesh/p-a/"),
         "a client's hop header must be ignored: {pinned_name}"

@@ -27,7 +27,7 @@ use support::fake_backend::FakeBackend;
 use support::processes::{UpCluster, metric};
 use support::secure::{
     Ca, LeafFiles, ServeProcess, alive_members, assert_mesh_never_forwards_to, ca_bundle,
-    execute_request, execute_to_end, keyring_file,
+    execute_request, execute_to_end, execute_with_forged_hop, keyring_file,
 };
 use support::{eventually, wait_member_state};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
@@ -172,17 +172,7 @@ async fn sealed_mtls_mesh_forms_forwards_and_keeps_strangers_out() {
     );
     // A client cannot pin work with the hop header: it is honoured only from a
     // connection with a mesh certificate, so this Execute is forwarded too.
-    let mut pinned = tonic::Request::new(execute_request("main", "pinned"));
-    pinned.metadata_mut().insert(
-        "x-remesh-hop",
-        tonic::metadata::MetadataValue::from_static("1"),
-    );
-    let mut stream = at_a.execute(pinned).await.expect("Execute").into_inner();
-    let mut last = None;
-    while let Some(operation) = stream.message().await.expect("operation stream") {
-        last = Some(operation.name);
-    }
-    let pinned_name = last.expect("an operation");
+    let pinned_name = execute_with_forged_hop(&mut at_a).await;
     assert!(
         !pinned_name.starts_with("remesh/s-a/"),
         "a client's hop header must be ignored: {pinned_name}"

@@ -8,6 +8,8 @@
 
 mod support;
 
+use support::fake_backend::execute_request;
+
 use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::Duration;
@@ -15,7 +17,6 @@ use std::time::Duration;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use remesh_proto::reapi::execution_client::ExecutionClient;
-use remesh_proto::reapi::{Digest, ExecuteRequest};
 use support::fake_backend::FakeBackend;
 use support::{RunningProxy, start_proxy, wait_member_state};
 
@@ -78,17 +79,6 @@ async fn chromium(profile: &Path, extra: &[String], url: &str) -> Output {
     // It exited on its own; its group is gone with it.
     group.leader = None;
     output
-}
-
-fn execute_request(instance: &str, hash: &str) -> ExecuteRequest {
-    ExecuteRequest {
-        instance_name: instance.into(),
-        action_digest: Some(Digest {
-            hash: hash.into(),
-            size_bytes: 10,
-        }),
-        ..Default::default()
-    }
 }
 
 /// Three nodes joined through the first; the first has one slot, the others four.

@@ -8,11 +8,12 @@
 
 mod support;
 
+use support::fake_backend::execute_request;
+
 use std::process::Stdio;
 use std::time::Duration;
 
 use remesh_proto::reapi::execution_client::ExecutionClient;
-use remesh_proto::reapi::{Digest, ExecuteRequest};
 use remesh_proxy::ReadyLine;
 use serde_json::Value;
 use support::fake_backend::FakeBackend;
@@ -25,17 +26,6 @@ const CONVERGE: Duration = Duration::from_secs(30);
 const TRACE_ID: &str = "0af7651916cd43dd8448eb211c80319c";
 const TRACEPARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
 const TRACESTATE: &str = "remesh=t61rcWkgMzE,other=opaque";
-
-fn execute_request(instance: &str, hash: &str) -> ExecuteRequest {
-    ExecuteRequest {
-        instance_name: instance.into(),
-        action_digest: Some(Digest {
-            hash: hash.into(),
-            size_bytes: 10,
-        }),
-        ..Default::default()
-    }
-}
 
 /// A child process with piped stdout (its ready line) and stderr (its log).
 struct Logged {

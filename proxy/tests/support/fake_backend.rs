@@ -20,7 +20,7 @@ use remesh_proto::protobuf::Empty;
 use remesh_proto::reapi::action_cache_server::{ActionCache, ActionCacheServer};
 use remesh_proto::reapi::execution_server::{Execution, ExecutionServer};
 use remesh_proto::reapi::{
-    ActionResult, ExecuteRequest, GetActionResultRequest, UpdateActionResultRequest,
+    ActionResult, Digest, ExecuteRequest, GetActionResultRequest, UpdateActionResultRequest,
     WaitExecutionRequest,
 };
 use tokio_stream::wrappers::TcpListenerStream;
@@ -30,6 +30,20 @@ use tonic::{Request, Response, Status};
 /// spaces, unicode) so that the proxy must keep it verbatim.
 pub fn backend_operation_name(instance: &str, hash: &str) -> String {
     format!("ops/{instance}/{hash}/ü ñ")
+}
+
+/// An Execute of a made-up action for this backend: `hold` keeps it open, `slow`
+/// finishes it after three seconds, `busy` refuses it, any other instance answers at
+/// once.
+pub fn execute_request(instance: &str, hash: &str) -> ExecuteRequest {
+    ExecuteRequest {
+        instance_name: instance.into(),
+        action_digest: Some(Digest {
+            hash: hash.into(),
+            size_bytes: 10,
+        }),
+        ..Default::default()
+    }
 }
 
 #[derive(Default)]

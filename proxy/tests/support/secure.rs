@@ -13,7 +13,6 @@ use rcgen::{
 };
 use remesh_proto::longrunning::Operation;
 use remesh_proto::reapi::execution_client::ExecutionClient;
-use remesh_proto::reapi::{Digest, ExecuteRequest};
 use remesh_proxy::ReadyLine;
 use remesh_proxy::load::LoadRecord;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -151,18 +150,7 @@ pub async fn alive_members(admin: SocketAddr) -> usize {
     })
 }
 
-/// An Execute of a made-up action; the fake backend holds it open when
-/// `instance` is "hold", answers it at once otherwise.
-pub fn execute_request(instance: &str, hash: &str) -> ExecuteRequest {
-    ExecuteRequest {
-        instance_name: instance.into(),
-        action_digest: Some(Digest {
-            hash: hash.into(),
-            size_bytes: 10,
-        }),
-        ..Default::default()
-    }
-}
+pub use super::fake_backend::execute_request;
 
 /// Runs one Execute to its end; returns the last operation's name.
 pub async fn execute_to_end(client: &mut ExecutionClient<Channel>, hash: &str) -> String {
@@ -297,4 +285,21 @@ pub fn ca_bundle(path: &Path, cas: &[&Ca]) -> PathBuf {
     }
     std::fs::write(path, pem).expect("writing a CA bundle");
     path.to_owned()
+}
+
+/// Sends an Execute carrying a client-made `x-remesh-hop` header to `client` and
+/// returns the name of its last operation: a proxy that honoured the header would
+/// keep the action on the entry node however full it is.
+pub async fn execute_with_forged_hop(client: &mut ExecutionClient<Channel>) -> String {
+    let mut pinned = tonic::Request::new(execute_request("main", "pinned"));
+    pinned.metadata_mut().insert(
+        "x-remesh-hop",
+        tonic::metadata::MetadataValue::from_static("1"),
+    );
+    let mut stream = client.execute(pinned).await.expect("Execute").into_inner();
+    let mut last = None;
+    while let Some(operation) = stream.message().await.expect("operation stream") {
+        last = Some(operation.name);
+    }
+    last.expect("an operation")
 }
