@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::client::danger::HandshakeSignatureValid;
-use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
+use rustls::crypto::CryptoProvider;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
@@ -128,7 +128,6 @@ impl TlsSource for ListenerTlsSource {
             clients: client_verifier,
             mandatory: self.tls.client_auth == ClientAuth::Required,
             hints,
-            provider: provider.clone(),
         };
         let mut server = ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
@@ -166,7 +165,6 @@ struct EitherCa {
     clients: Option<Arc<dyn ClientCertVerifier>>,
     mandatory: bool,
     hints: Vec<DistinguishedName>,
-    provider: Arc<CryptoProvider>,
 }
 
 impl ClientCertVerifier for EitherCa {
@@ -198,18 +196,15 @@ impl ClientCertVerifier for EitherCa {
         }
     }
 
+    // Signatures are checked the same way whichever CA the chain ends at: both
+    // verifiers are built from one crypto provider, so the mesh one answers.
     fn verify_tls12_signature(
         &self,
         message: &[u8],
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.mesh.verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -218,17 +213,10 @@ impl ClientCertVerifier for EitherCa {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.mesh.verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.mesh.supported_verify_schemes()
     }
 }
