@@ -110,6 +110,8 @@ pub enum ChannelError {
     },
     #[error("bad request URI: {0}")]
     Uri(#[from] http::Error),
+    #[error("{endpoint:?} is not a host and port a request can name")]
+    BadAuthority { endpoint: String },
     #[error("{endpoint} was declared down; its connection is closed")]
     Closed { endpoint: String },
 }
@@ -165,6 +167,8 @@ impl Default for ChannelSettings {
 pub struct Http2Channel {
     endpoint: Endpoint,
     authority: String,
+    /// `authority` parsed once, with the scheme, for every request's URI.
+    uri_base: Option<(http::uri::Scheme, http::uri::Authority)>,
     settings: ChannelSettings,
     /// One slot per connection; requests take them in turn.
     connections: Vec<Mutex<Option<SendRequest<ProxyBody>>>>,
@@ -183,8 +187,18 @@ impl Http2Channel {
     /// streams per connection (hyper's default is 200): long Execute streams must not
     /// fill the one connection and make every CAS call wait behind them.
     pub fn with_connections(endpoint: Endpoint, settings: ChannelSettings, count: usize) -> Self {
+        let authority = endpoint.authority();
+        let scheme = if settings.tls.is_some() {
+            http::uri::Scheme::HTTPS
+        } else {
+            http::uri::Scheme::HTTP
+        };
+        let uri_base = http::uri::Authority::try_from(authority.as_str())
+            .ok()
+            .map(|parsed| (scheme, parsed));
         Self {
-            authority: endpoint.authority(),
+            authority,
+            uri_base,
             endpoint,
             settings,
             connections: (0..count.max(1)).map(|_| Mutex::new(None)).collect(),
@@ -211,20 +225,19 @@ impl Http2Channel {
         request: ProxyRequest,
     ) -> Result<http::Response<Incoming>, ChannelError> {
         let (mut parts, body) = request.into_parts();
-        let path = parts
-            .uri
-            .path_and_query()
-            .map_or("/", |path| path.as_str())
-            .to_owned();
-        parts.uri = http::Uri::builder()
-            .scheme(if self.settings.tls.is_some() {
-                "https"
-            } else {
-                "http"
-            })
-            .authority(self.authority.as_str())
-            .path_and_query(path)
-            .build()?;
+        let Some((scheme, authority)) = self.uri_base.clone() else {
+            return Err(ChannelError::BadAuthority {
+                endpoint: self.authority.clone(),
+            });
+        };
+        // The path moves over as it is; nothing is parsed again.
+        let mut uri = std::mem::take(&mut parts.uri).into_parts();
+        uri.scheme = Some(scheme);
+        uri.authority = Some(authority);
+        if uri.path_and_query.is_none() {
+            uri.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+        }
+        parts.uri = http::Uri::from_parts(uri).map_err(http::Error::from)?;
         let mut request = http::Request::from_parts(parts, body);
         let slot =
             &self.connections[self.next.fetch_add(1, Ordering::Relaxed) % self.connections.len()];

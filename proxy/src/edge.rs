@@ -12,13 +12,14 @@ use std::task::{Context, Poll, ready};
 use futures::future::BoxFuture;
 use http::{HeaderMap, HeaderValue};
 use hyper::body::{Body, Frame, SizeHint};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use tonic::Code;
-use tower::util::BoxCloneService;
 
 use crate::body::{self, BodyTooLarge, BoxError, ProxyBody, ProxyRequest, ProxyResponse};
 use crate::channel::ChannelError;
 use crate::grpc_method::GrpcMethod;
-use crate::metrics::ProxyMetrics;
+use crate::metrics::{self, ProxyMetrics, RequestLabels};
 use crate::route::RouteError;
 use crate::wire::grpc_frame::FrameError;
 use crate::wire::operation_rewrite::RewriteError;
@@ -84,43 +85,49 @@ pub fn status_response(status: &tonic::Status) -> ProxyResponse {
 
 #[derive(Clone)]
 pub struct EdgeLayer {
-    metrics: ProxyMetrics,
+    requests: Family<RequestLabels, Counter>,
 }
 
 impl EdgeLayer {
     pub fn new(metrics: ProxyMetrics) -> Self {
-        Self { metrics }
-    }
-}
-
-/// The stack below the edge, boxed: concrete types keep the futures' `Send` proofs
-/// simple, and the indirection costs nothing next to a network hop.
-pub type InnerService = BoxCloneService<ProxyRequest, ProxyResponse, BoxError>;
-
-impl<S> tower::Layer<S> for EdgeLayer
-where
-    S: tower::Service<ProxyRequest, Response = ProxyResponse, Error = BoxError>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
-    type Service = Edge;
-    fn layer(&self, inner: S) -> Edge {
-        Edge {
-            inner: BoxCloneService::new(inner),
-            metrics: self.metrics.clone(),
+        Self {
+            requests: metrics.requests_total,
         }
     }
 }
 
-#[derive(Clone)]
-pub struct Edge {
-    inner: InnerService,
-    metrics: ProxyMetrics,
+impl<S> tower::Layer<S> for EdgeLayer {
+    type Service = Edge<S>;
+    fn layer(&self, inner: S) -> Edge<S> {
+        Edge {
+            inner,
+            requests: self.requests.clone(),
+        }
+    }
 }
 
-impl tower::Service<ProxyRequest> for Edge {
+/// Cloned for every request (hyper serves each on its own copy of the stack), so it
+/// holds only shared handles.
+#[derive(Clone)]
+pub struct Edge<S> {
+    inner: S,
+    requests: Family<RequestLabels, Counter>,
+}
+
+/// What the stack below the edge returns. A boxed future of concrete types: with a
+/// generic one the compiler cannot prove the edge's own future `Send` (higher-ranked
+/// lifetimes in the boxed error type).
+pub type InnerFuture = BoxFuture<'static, Result<ProxyResponse, BoxError>>;
+
+impl<S> tower::Service<ProxyRequest> for Edge<S>
+where
+    S: tower::Service<
+            ProxyRequest,
+            Response = ProxyResponse,
+            Error = BoxError,
+            Future = InnerFuture,
+        >,
+{
     type Response = ProxyResponse;
     type Error = std::convert::Infallible;
     type Future = BoxFuture<'static, Result<ProxyResponse, std::convert::Infallible>>;
@@ -135,7 +142,7 @@ impl tower::Service<ProxyRequest> for Edge {
 
     fn call(&mut self, request: ProxyRequest) -> Self::Future {
         let method = GrpcMethod::label(request.uri().path());
-        let metrics = self.metrics.clone();
+        let requests = self.requests.clone();
         let future = self.inner.call(request);
         Box::pin(async move {
             let response = match future.await {
@@ -146,10 +153,10 @@ impl tower::Service<ProxyRequest> for Edge {
                     status_response(&status)
                 }
             };
-            let recorder = CodeRecorder { method, metrics };
+            let recorder = CodeRecorder { method, requests };
             // A trailers-only answer carries its status in the head.
-            if let Some(status) = tonic::Status::from_header_map(response.headers()) {
-                recorder.record(status.code());
+            if let Some(code) = grpc_code(response.headers()) {
+                recorder.record(code);
                 return Ok(response);
             }
             Ok(response.map(|body| {
@@ -163,19 +170,27 @@ impl tower::Service<ProxyRequest> for Edge {
     }
 }
 
+/// The code in a `grpc-status` header, if there is one; a value that is not a known
+/// code counts as UNKNOWN, as clients read it. Only the code: the edge counts every
+/// request, and decoding the whole status (message, details) would cost allocations.
+fn grpc_code(headers: &HeaderMap) -> Option<Code> {
+    let value = headers.get("grpc-status")?;
+    let code = std::str::from_utf8(value.as_bytes())
+        .ok()
+        .and_then(|text| text.parse::<i32>().ok())
+        .map_or(Code::Unknown, Code::from_i32);
+    Some(code)
+}
+
 struct CodeRecorder {
     method: &'static str,
-    metrics: ProxyMetrics,
+    requests: Family<RequestLabels, Counter>,
 }
 
 impl CodeRecorder {
     fn record(&self, code: Code) {
-        self.metrics
-            .requests_total
-            .get_or_create(&vec![
-                ("method", self.method.to_owned()),
-                ("code", format!("{code:?}")),
-            ])
+        self.requests
+            .get_or_create(&metrics::request_labels(self.method, code))
             .inc();
     }
 }
@@ -203,8 +218,7 @@ impl Body for StatusTrailersBody {
         match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
             Some(Ok(frame)) => {
                 if let Some(trailers) = frame.trailers_ref() {
-                    let code = tonic::Status::from_header_map(trailers)
-                        .map_or(Code::Unknown, |status| status.code());
+                    let code = grpc_code(trailers).unwrap_or(Code::Unknown);
                     if let Some(recorder) = this.recorder.take() {
                         recorder.record(code);
                     }
@@ -298,7 +312,8 @@ mod tests {
 
         let metrics = ProxyMetrics::new();
         let (mock, mut handle) = tower_test::mock::pair::<ProxyRequest, ProxyResponse>();
-        let mut edge = EdgeLayer::new(metrics.clone()).layer(mock);
+        // Boxed as the router's future is.
+        let mut edge = EdgeLayer::new(metrics.clone()).layer(tower::util::BoxService::new(mock));
 
         // An error before any response: a trailers-only status.
         let call = edge

@@ -23,14 +23,19 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::body::{ProxyRequest, ProxyResponse};
+use crate::edge::Edge;
 use crate::flow_control;
 use crate::hop::HOP_HEADER;
 use crate::listener_security::ListenerSecurity;
 use crate::metrics::{ProxyMetrics, label};
+use crate::route::Router;
 use crate::tls::TlsAcceptor;
+use crate::trace_context::TraceContext;
 
-/// The whole stack, errors already turned into statuses.
-pub type EdgeService = tower::util::BoxCloneService<ProxyRequest, ProxyResponse, Infallible>;
+/// The whole stack, errors already turned into statuses. Concrete rather than boxed:
+/// hyper serves every request on its own clone of it, and each layer clones by
+/// bumping a reference count, where a boxed service would allocate.
+pub type EdgeService = TraceContext<Edge<Router>>;
 
 /// Streams one client connection may open at once (Bazel opens ~100 per channel).
 const MAX_CONCURRENT_STREAMS: u32 = 1000;

@@ -6,6 +6,7 @@
 //! address a client could make the proxy dial.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -14,9 +15,10 @@ pub const PREFIX: &str = "remesh/";
 
 /// A node's name in the cluster: 1 to 63 ASCII letters, digits, `.`, `_` or `-`.
 /// Being slash-free is what makes `remesh/<node_id>/<rest>` parse unambiguously.
+/// Shared, not owned: every request's log span and every routing table copies it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct NodeId(String);
+pub struct NodeId(Arc<str>);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OperationNameError {
@@ -36,7 +38,7 @@ impl NodeId {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
         if valid {
-            Ok(Self(id))
+            Ok(Self(id.into()))
         } else {
             Err(OperationNameError::BadNodeId(id))
         }
@@ -61,7 +63,7 @@ impl TryFrom<String> for NodeId {
 
 impl From<NodeId> for String {
     fn from(id: NodeId) -> Self {
-        id.0
+        id.0.to_string()
     }
 }
 

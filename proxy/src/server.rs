@@ -330,12 +330,10 @@ impl Prepared {
             metrics: metrics.clone(),
         });
         let metrics_for_listeners = metrics.clone();
-        let stack = tower::util::BoxCloneService::new(
-            tower::ServiceBuilder::new()
-                .layer(TraceContextLayer::new(node_id))
-                .layer(EdgeLayer::new(metrics))
-                .service(router),
-        );
+        let stack = tower::ServiceBuilder::new()
+            .layer(TraceContextLayer::new(node_id))
+            .layer(EdgeLayer::new(metrics))
+            .service(router);
         let peers_served = {
             let (stack, metrics, shutdown) = (
                 stack.clone(),
