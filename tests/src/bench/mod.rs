@@ -8,6 +8,7 @@
 //!
 //! # Layout
 //! - `stats`: latency samples, medians, percentiles, the Markdown table.
+//! - `cpu_time`: what a relay process spent, from `/proc`, for CPU per call.
 //! - `load`: the bounded closed-loop load driver every round uses.
 //! - `workloads`: the REAPI round trips measured (FindMissingBlobs, ByteStream, Execute).
 //! - `executor_suite`: one executor on its own (the original benchmark).
@@ -15,6 +16,7 @@
 //!   `remesh-proxy` and through nginx.
 //! - `forward_suite`: Execute run by the node the client talks to vs forwarded to a peer.
 
+pub mod cpu_time;
 pub mod executor_suite;
 pub mod forward_suite;
 pub mod load;
@@ -28,9 +30,9 @@ use std::time::Duration;
 /// with several channels (Bazel opens many) would.
 pub const CONNECTIONS: usize = 4;
 
-/// `RUST_LOG` for every proxy a benchmark starts: the benchmarks measure the data path,
-/// not logging.
-pub const PROXY_LOG_FILTER: &str = "warn";
+/// `RUST_LOG` for every proxy a benchmark starts: the default a node runs with, so that
+/// what is measured is what a user gets (no request logs at this level).
+pub const PROXY_LOG_FILTER: &str = "info";
 
 /// Bounds of one load loop: it stops at whichever comes first.
 #[derive(Debug, Clone, Copy)]

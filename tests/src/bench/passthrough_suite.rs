@@ -2,8 +2,9 @@
 //! `remesh-proxy serve` (executor mode, one node) and through nginx `grpc_pass`.
 //!
 //! Unary: FindMissingBlobs of 100 digests (50 stored, 50 absent) at concurrency 1 and
-//! 64, calls/s and p50/p99 latency. Streams: ByteStream Write then Read of a fresh
-//! 256 MiB blob. Every round visits every contender, in a rotating order.
+//! 64, calls/s, p50/p99 latency, and the CPU time the relay (proxy or nginx, all its
+//! processes) spent per call. Streams: ByteStream Write then Read of a fresh 256 MiB
+//! blob. Every round visits every contender, in a rotating order.
 //!
 //! With `REMESH_BENCH_BASELINE_PROXY=<path to another remesh-proxy build>`, that build
 //! runs as one more contender in front of the same executor, so a change to the
@@ -11,6 +12,7 @@
 
 use std::fmt::Write as _;
 
+use super::cpu_time;
 use super::stats::{Series, Table, ratio};
 use super::workloads::{FindMissingList, Stalled, bytestream_round, connect_all, fresh_blob};
 use super::{Limits, PROXY_LOG_FILTER, rotation};
@@ -41,22 +43,33 @@ fn unary_limits(concurrency: usize) -> Limits {
 struct Contender {
     name: &'static str,
     connections: Vec<Clients>,
-    /// Per concurrency: calls/s, p50 ms, p99 ms.
-    unary: Vec<[Series; 3]>,
+    /// The relay's process (nginx: its master, whose workers are counted with it);
+    /// none for direct.
+    relay_pid: Option<u32>,
+    /// Per concurrency: calls/s, p50 ms, p99 ms, relay CPU µs per call.
+    unary: Vec<[Series; 4]>,
     writes: Series,
     reads: Series,
+    /// Relay CPU ms over one ByteStream round (the write and the read together).
+    transfer_cpu: Series,
     /// ByteStream rounds that did not finish within `TRANSFER_TIMEOUT`.
     stalls: usize,
 }
 
 impl Contender {
-    async fn new(name: &'static str, addr: std::net::SocketAddr) -> anyhow::Result<Self> {
+    async fn new(
+        name: &'static str,
+        addr: std::net::SocketAddr,
+        relay_pid: Option<u32>,
+    ) -> anyhow::Result<Self> {
         Ok(Self {
             name,
             connections: connect_all(addr, "main").await?,
+            relay_pid,
             unary: CONCURRENCIES.iter().map(|_| Default::default()).collect(),
             writes: Series::default(),
             reads: Series::default(),
+            transfer_cpu: Series::default(),
             stalls: 0,
         })
     }
@@ -111,14 +124,15 @@ pub async fn run(runs: usize) -> anyhow::Result<String> {
     );
 
     let mut contenders = vec![
-        Contender::new("direct", executor.grpc_addr()).await?,
-        Contender::new(PROXY, proxy.grpc_addr()).await?,
+        Contender::new("direct", executor.grpc_addr(), None).await?,
+        Contender::new(PROXY, proxy.grpc_addr(), Some(proxy.pid())).await?,
     ];
     if let Some(baseline) = &baseline {
-        contenders.push(Contender::new(BASELINE, baseline.grpc_addr()).await?);
+        contenders
+            .push(Contender::new(BASELINE, baseline.grpc_addr(), Some(baseline.pid())).await?);
     }
     if let Some(nginx) = &nginx {
-        contenders.push(Contender::new(NGINX, nginx.addr).await?);
+        contenders.push(Contender::new(NGINX, nginx.addr, Some(nginx.pid())).await?);
     }
     let list = FindMissingList::prepare(&contenders[0].connections[0], DIGESTS).await?;
     // Warm-up: connections, flow-control windows, the backend's allocator.
@@ -131,6 +145,7 @@ pub async fn run(runs: usize) -> anyhow::Result<String> {
         for (slot, &concurrency) in CONCURRENCIES.iter().enumerate() {
             for index in rotation(contenders.len(), round) {
                 let contender = &mut contenders[index];
+                let cpu_before = contender.relay_pid.and_then(cpu_time::of_process_tree);
                 let result = list
                     .round(
                         &contender.connections,
@@ -139,16 +154,25 @@ pub async fn run(runs: usize) -> anyhow::Result<String> {
                     )
                     .await
                     .map_err(|error| error.context(format!("{} unary", contender.name)))?;
-                let [rate, p50, p99] = &mut contender.unary[slot];
+                let cpu_after = contender.relay_pid.and_then(cpu_time::of_process_tree);
+                let [rate, p50, p99, cpu] = &mut contender.unary[slot];
                 rate.push(result.rate());
                 p50.push(result.percentile_ms(50.0));
                 p99.push(result.percentile_ms(99.0));
+                let per_call = cpu_before.zip(cpu_after).map(|(before, after)| {
+                    after.saturating_sub(before).as_secs_f64() * 1e6
+                        / result.completed.max(1) as f64
+                });
+                if let Some(per_call) = per_call {
+                    cpu.push(per_call);
+                }
                 eprintln!(
-                    "    {} c={concurrency}: {:.0} calls/s, p50 {:.2} ms, p99 {:.2} ms",
+                    "    {} c={concurrency}: {:.0} calls/s, p50 {:.2} ms, p99 {:.2} ms{}",
                     contender.name,
                     result.rate(),
                     result.percentile_ms(50.0),
-                    result.percentile_ms(99.0)
+                    result.percentile_ms(99.0),
+                    per_call.map_or(String::new(), |us| format!(", relay CPU {us:.1} µs/call"))
                 );
             }
         }
@@ -158,14 +182,23 @@ pub async fn run(runs: usize) -> anyhow::Result<String> {
         for index in rotation(contenders.len(), round) {
             let contender = &mut contenders[index];
             let (data, digest) = fresh_blob(((round * 16 + index) as u64) << 8 | 0x5a);
+            let cpu_before = contender.relay_pid.and_then(cpu_time::of_process_tree);
             match bytestream_round(&contender.connections[0], data, &digest).await {
                 Ok((write, read)) => {
+                    let cpu_after = contender.relay_pid.and_then(cpu_time::of_process_tree);
+                    let cpu_ms = cpu_before
+                        .zip(cpu_after)
+                        .map(|(before, after)| after.saturating_sub(before).as_secs_f64() * 1e3);
                     eprintln!(
-                        "    {}: write {write:.0} MB/s, read {read:.0} MB/s",
-                        contender.name
+                        "    {}: write {write:.0} MB/s, read {read:.0} MB/s{}",
+                        contender.name,
+                        cpu_ms.map_or(String::new(), |ms| format!(", relay CPU {ms:.0} ms"))
                     );
                     contender.writes.push(write);
                     contender.reads.push(read);
+                    if let Some(ms) = cpu_ms {
+                        contender.transfer_cpu.push(ms);
+                    }
                 }
                 // A stall is a result, not a reason to lose the others: counted and
                 // reported beside the medians of the transfers that finished.
@@ -224,9 +257,19 @@ fn render(contenders: &[Contender], runs: usize, nginx: &NginxOptions) -> String
         add(format!("{what}: calls/s"), &|c| &c.unary[slot][0], 0);
         add(format!("{what}: p50 ms"), &|c| &c.unary[slot][1], 2);
         add(format!("{what}: p99 ms"), &|c| &c.unary[slot][2], 2);
+        add(
+            format!("{what}: relay CPU µs per call"),
+            &|c| &c.unary[slot][3],
+            1,
+        );
     }
     add("ByteStream Write 256 MiB: MB/s".into(), &|c| &c.writes, 0);
     add("ByteStream Read 256 MiB: MB/s".into(), &|c| &c.reads, 0);
+    add(
+        "ByteStream Write + Read 256 MiB: relay CPU ms".into(),
+        &|c| &c.transfer_cpu,
+        0,
+    );
     let mut text = table.render();
     for contender in contenders.iter().filter(|c| c.stalls > 0) {
         let _ = writeln!(

@@ -55,8 +55,11 @@ impl Series {
         median(&self.0)
     }
 
-    /// `median (min – max)` with the given decimals.
+    /// `median (min – max)` with the given decimals; a dash when nothing was measured.
     pub fn summary(&self, decimals: usize) -> String {
+        if self.0.is_empty() {
+            return "—".into();
+        }
         let min = self.0.iter().copied().fold(f64::INFINITY, f64::min);
         let max = self.0.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         format!(
@@ -97,8 +100,11 @@ impl Table {
     }
 }
 
-/// `a / b` as a ratio like `0.93×`.
+/// `a / b` as a ratio like `0.93×`; a dash when either side was not measured.
 pub fn ratio(a: f64, b: f64) -> String {
+    if a.is_nan() || b.is_nan() {
+        return "—".into();
+    }
     format!("{:.2}×", a / b)
 }
 
