@@ -6,7 +6,8 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, ValueEnum};
+use clap::Parser;
+use remesh_cli::{LogFormat, init_logging, report_fatal};
 use remesh_executor::{Args, Executor, Listeners};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::sync::CancellationToken;
@@ -21,35 +22,6 @@ struct Cli {
     log_format: LogFormat,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
-
-/// Logs go to stderr (stdout carries the ready line); `RUST_LOG` filters, default info.
-/// In JSON each event is one object with its fields and span fields; panics are
-/// logged the same way so that stderr stays parseable.
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => {
-            builder
-                .json()
-                .flatten_event(true)
-                .with_current_span(true)
-                .with_span_list(true)
-                .init();
-            std::panic::set_hook(Box::new(|info| tracing::error!(panic = %info, "panic")));
-        }
-    }
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -57,10 +29,7 @@ async fn main() -> ExitCode {
     match run(cli.args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            match cli.log_format {
-                LogFormat::Text => eprintln!("Error: {error:?}"),
-                LogFormat::Json => tracing::error!(error = format!("{error:#}"), "exiting"),
-            }
+            report_fatal(cli.log_format, &error);
             ExitCode::FAILURE
         }
     }

@@ -8,7 +8,8 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
+use remesh_cli::{LogFormat, init_logging, report_fatal};
 use remesh_proxy::{Config, Listeners, ServeArgs};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::sync::CancellationToken;
@@ -48,36 +49,6 @@ enum Command {
     Status(status_cli::StatusArgs),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
-
-/// Logs go to stderr (stdout carries the ready line); `RUST_LOG` filters, default info.
-/// In JSON each event is one object with its fields and span fields (`node`, `op`,
-/// `trace_id`, `peer`) at hand for log pipelines; panics are logged the same way so
-/// that stderr stays parseable.
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => {
-            builder
-                .json()
-                .flatten_event(true)
-                .with_current_span(true)
-                .with_span_list(true)
-                .init();
-            std::panic::set_hook(Box::new(|info| tracing::error!(panic = %info, "panic")));
-        }
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
@@ -89,7 +60,7 @@ fn main() -> ExitCode {
             return match runtime(1) {
                 Ok(runtime) => runtime.block_on(status_cli::run(args)),
                 Err(error) => {
-                    eprintln!("Error: {error:?}");
+                    report_fatal(cli.log_format, &error);
                     ExitCode::FAILURE
                 }
             };
@@ -98,10 +69,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            match cli.log_format {
-                LogFormat::Text => eprintln!("Error: {error:?}"),
-                LogFormat::Json => tracing::error!(error = format!("{error:#}"), "exiting"),
-            }
+            report_fatal(cli.log_format, &error);
             ExitCode::FAILURE
         }
     }
