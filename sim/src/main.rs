@@ -24,6 +24,14 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// One balancing policy under the report's scenarios over many seeds (seconds, no
+    /// membership runs): how much of a result is the seed's luck.
+    Seeds {
+        #[arg(long, value_enum, default_value = "affinity")]
+        policy: remesh_proxy::config::Policy,
+        #[arg(long, default_value_t = 10)]
+        seeds: u64,
+    },
     /// One quiet membership run, printing its traffic and suspicions.
     Quiet {
         #[arg(long, default_value_t = 100)]
@@ -51,6 +59,11 @@ fn main() -> anyhow::Result<()> {
     match Args::parse().command {
         Command::Report { out, quick, seed } => {
             remesh_sim::report::run(&out, quick, seed)?;
+        }
+        Command::Seeds { policy, seeds } => {
+            use remesh_sim::balance::seed_spread;
+            let spreads = seed_spread::run(policy, seeds);
+            print!("{}", seed_spread::render(policy, seeds, &spreads));
         }
         Command::Quiet {
             nodes,

@@ -8,6 +8,7 @@
 
 pub mod engine;
 pub mod ideal;
+pub mod seed_spread;
 pub mod what_if;
 pub mod workload;
 
