@@ -31,6 +31,9 @@ enum Command {
         policy: remesh_proxy::config::Policy,
         #[arg(long, default_value_t = 10)]
         seeds: u64,
+        /// `affinity`'s bound, as the proxy's `affinity_load_factor`.
+        #[arg(long, default_value_t = 1.25)]
+        load_factor: f64,
     },
     /// One quiet membership run, printing its traffic and suspicions.
     Quiet {
@@ -60,10 +63,17 @@ fn main() -> anyhow::Result<()> {
         Command::Report { out, quick, seed } => {
             remesh_sim::report::run(&out, quick, seed)?;
         }
-        Command::Seeds { policy, seeds } => {
+        Command::Seeds {
+            policy,
+            seeds,
+            load_factor,
+        } => {
             use remesh_sim::balance::seed_spread;
-            let spreads = seed_spread::run(policy, seeds);
-            print!("{}", seed_spread::render(policy, seeds, &spreads));
+            let spreads = seed_spread::run(policy, load_factor, seeds);
+            print!(
+                "{}",
+                seed_spread::render(policy, load_factor, seeds, &spreads)
+            );
         }
         Command::Quiet {
             nodes,

@@ -27,6 +27,9 @@ pub struct Spread {
     /// ideal scheduler.
     pub waits_s: Vec<f64>,
     pub ideal_waits_s: Vec<f64>,
+    /// Over actions repeating an earlier digest, the fraction that started on a node
+    /// that had started it before (what `affinity` trades balance for), one per seed.
+    pub repeat_hits: Vec<f64>,
 }
 
 impl Spread {
@@ -36,6 +39,10 @@ impl Spread {
 
     pub fn worst_makespan(&self) -> f64 {
         self.makespan_ratios.iter().copied().fold(0.0, f64::max)
+    }
+
+    pub fn mean_repeat_hits(&self) -> f64 {
+        mean(&self.repeat_hits)
     }
 
     /// Mean over seeds of the mean queue wait: under the policy, and ideal.
@@ -53,8 +60,9 @@ fn delay_model() -> GossipDelay {
     GossipDelay::from_samples((0..=50).map(|i| (100 + i * 14) * MILLIS).collect())
 }
 
-/// `policy` under each scenario for seeds `1..=seeds`.
-pub fn run(policy: Policy, seeds: u64) -> Vec<Spread> {
+/// `policy` under each scenario for seeds `1..=seeds`; `load_factor` is affinity's
+/// bound (the proxy's `affinity_load_factor`).
+pub fn run(policy: Policy, load_factor: f64, seeds: u64) -> Vec<Spread> {
     let gossip = delay_model();
     let count = scenarios(false, 1).len();
     (0..count)
@@ -64,6 +72,7 @@ pub fn run(policy: Policy, seeds: u64) -> Vec<Spread> {
                 makespan_ratios: Vec::new(),
                 waits_s: Vec::new(),
                 ideal_waits_s: Vec::new(),
+                repeat_hits: Vec::new(),
             };
             for seed in 1..=seeds {
                 let scenario = scenarios(false, seed).swap_remove(which);
@@ -74,7 +83,7 @@ pub fn run(policy: Policy, seeds: u64) -> Vec<Spread> {
                     &EngineConfig {
                         capacities: scenario.capacities.clone(),
                         policy: Balancer::Proxy(policy),
-                        load_factor: 1.25,
+                        load_factor,
                         heartbeat: SECONDS,
                         gossip: gossip.clone(),
                         net: NetworkModel::lan(0.0),
@@ -87,6 +96,9 @@ pub fn run(policy: Policy, seeds: u64) -> Vec<Spread> {
                     .push(run.makespan as f64 / best.makespan as f64);
                 spread.waits_s.push(mean_seconds(&run.waits));
                 spread.ideal_waits_s.push(mean_seconds(&best.waits));
+                spread
+                    .repeat_hits
+                    .push(run.cache_hits as f64 / run.repeats.max(1) as f64);
             }
             spread
         })
@@ -98,11 +110,11 @@ fn mean_seconds(waits: &[Micros]) -> f64 {
 }
 
 /// A Markdown table of `spreads`.
-pub fn render(policy: Policy, seeds: u64, spreads: &[Spread]) -> String {
+pub fn render(policy: Policy, load_factor: f64, seeds: u64, spreads: &[Spread]) -> String {
     let mut text = format!(
-        "{policy:?} over seeds 1–{seeds} (gossip delays 100–800 ms)\n\n\
-         | scenario | makespan × ideal, mean | worst | per seed | mean queue wait (s) | ideal's (s) |\n\
-         |---|---|---|---|---|---|\n"
+        "{policy:?} (load factor {load_factor}) over seeds 1–{seeds} (gossip delays 100–800 ms)\n\n\
+         | scenario | makespan × ideal, mean | worst | per seed | mean queue wait (s) | ideal's (s) | repeat on a node that ran it |\n\
+         |---|---|---|---|---|---|---|\n"
     );
     for spread in spreads {
         let per_seed: Vec<String> = spread
@@ -112,11 +124,12 @@ pub fn render(policy: Policy, seeds: u64, spreads: &[Spread]) -> String {
             .collect();
         let (wait, ideal_wait) = spread.mean_waits_s();
         text.push_str(&format!(
-            "| {} | {:.3} | {:.3} | {} | {wait:.2} | {ideal_wait:.2} |\n",
+            "| {} | {:.3} | {:.3} | {} | {wait:.2} | {ideal_wait:.2} | {:.1}% |\n",
             spread.scenario,
             spread.mean_makespan(),
             spread.worst_makespan(),
             per_seed.join(" "),
+            100.0 * spread.mean_repeat_hits(),
         ));
     }
     text
@@ -133,13 +146,14 @@ mod tests {
             makespan_ratios: vec![1.0, 1.5, 1.1],
             waits_s: vec![2.0, 4.0, 6.0],
             ideal_waits_s: vec![1.0, 2.0, 3.0],
+            repeat_hits: vec![0.5, 0.7, 0.6],
         };
         assert!((spread.mean_makespan() - 1.2).abs() < 1e-9);
         assert_eq!(spread.worst_makespan(), 1.5);
         assert_eq!(spread.mean_waits_s(), (4.0, 2.0));
-        let table = render(Policy::Affinity, 3, &[spread]);
+        let table = render(Policy::Affinity, 1.25, 3, &[spread]);
         assert!(
-            table.contains("| x | 1.200 | 1.500 | 1.00 1.50 1.10 | 4.00 | 2.00 |"),
+            table.contains("| x | 1.200 | 1.500 | 1.00 1.50 1.10 | 4.00 | 2.00 | 60.0% |"),
             "{table}"
         );
     }
