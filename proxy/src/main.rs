@@ -14,6 +14,11 @@ use remesh_proxy::{Config, Listeners, ServeArgs};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
+/// The proxy allocates and frees small buffers and futures on every call; glibc's
+/// allocator spent about 7% of its CPU time on that (`perf`), mimalloc less.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod status_cli;
 mod up;
 mod up_pki;
