@@ -256,8 +256,16 @@ impl Clients {
         Ok(digests[2].clone())
     }
 
-    /// Execute, following the stream until the operation is done; returns the final
-    /// ExecuteResponse.
+    /// Execute, following the stream until the operation is done and then to its end
+    /// (the status trailers); returns the final ExecuteResponse.
+    ///
+    /// Reading to the end is what gRPC clients do, and it matters here: a stream
+    /// dropped after its last message is reset by the client, and trailers that then
+    /// arrive for a reset stream h2 no longer remembers count as a protocol error on
+    /// the client's connection. After 1,024 of those h2 closes the connection itself
+    /// (GOAWAY `too_many_internal_resets`). Through a proxy the last message and the
+    /// trailers often travel in separate writes, so a benchmark of many short
+    /// Executes on one connection hit that limit.
     pub async fn execute(
         &self,
         action_digest: &Digest,
@@ -279,6 +287,12 @@ impl Clients {
             if !operation.done {
                 continue;
             }
+            while stream
+                .message()
+                .await
+                .context("Execute stream after the operation was done")?
+                .is_some()
+            {}
             return match operation.result {
                 Some(operation::Result::Response(any)) => {
                     Ok(ExecuteResponse::decode(any.value.as_slice())
