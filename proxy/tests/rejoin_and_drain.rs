@@ -125,7 +125,26 @@ async fn kill_and_restart_b(new_address: bool) {
         assert!(seen > old_generation, "{seen} after {old_generation}");
     }
 
-    // Work again reaches the restarted b: a burst at a (one runner) spills over.
+    // Work again reaches the restarted b: a burst at a (one runner) spills over. A
+    // proxy gossips a load of no capacity until its executor's first load report;
+    // a user would wait for /cluster to show b's runners too.
+    support::eventually(
+        "a sees the restarted b's runners",
+        Duration::from_secs(10),
+        || async {
+            let report = support::cluster(nodes[0].admin()).await?;
+            report
+                .members
+                .iter()
+                .any(|m| {
+                    m.node_id == "b"
+                        && m.state == "alive"
+                        && m.load.is_some_and(|load| load.max_concurrency > 0)
+                })
+                .then_some(())
+        },
+    )
+    .await;
     let owners = spread(&nodes[0], "after-restart", 5, 1.0).await;
     let at_b = owners.iter().filter(|owner| *owner == "b").count();
     assert!(at_b > 0, "{owners:?}");
