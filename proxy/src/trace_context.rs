@@ -126,8 +126,7 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        // Debug level, like every event logged inside it: at the default `info` no
-        // span is built, which would cost allocations on every call for nothing.
+        // Debug level: see the module docs.
         let span = tracing::debug_span!(
             "request",
             node = %self.node,
