@@ -18,6 +18,7 @@ use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
+use crate::batched_socket::BatchedSocket;
 use crate::body::{ProxyBody, ProxyRequest};
 use crate::flow_control;
 use crate::tls::TlsConnector;
@@ -301,6 +302,7 @@ impl Http2Channel {
             })?;
         // Small gRPC messages must not wait for Nagle.
         let _ = stream.set_nodelay(true);
+        let stream = BatchedSocket::new(stream);
         match &self.settings.tls {
             None => self.handshake(TokioIo::new(stream)).await,
             Some(connector) => {

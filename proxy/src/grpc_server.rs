@@ -18,6 +18,8 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+
+use crate::batched_socket::BatchedSocket;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -75,6 +77,7 @@ pub async fn serve(
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
         };
         let _ = stream.set_nodelay(true);
+        let stream = BatchedSocket::new(stream);
         let builder = builder.clone();
         let service = service.clone();
         let shutdown = shutdown.clone();

@@ -31,6 +31,7 @@
 //! - `load`: a node's load, from the executor or counted by the proxy.
 //! - `metrics`: Prometheus families.
 //! - `body`: the body type every layer passes on.
+//! - `batched_socket`: TCP under HTTP/2 with batched reads and writes.
 //! - `fuzzing`: entry points of the fuzz targets in `fuzz/`.
 //!
 //! The binary (`main.rs`) adds `serve` (one proxy) and `up` (`up.rs`: a loopback
@@ -39,6 +40,7 @@
 
 pub mod admin;
 pub mod balance;
+pub mod batched_socket;
 pub mod body;
 pub mod channel;
 pub mod config;

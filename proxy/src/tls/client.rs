@@ -2,14 +2,14 @@
 //! and peer proxies).
 //!
 //! Owns choosing the name the server is checked against and the handshake; the
-//! caller connects the `TcpStream` and runs HTTP/2 over the returned stream.
+//! caller connects the socket and runs HTTP/2 over the returned stream.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::ClientConfig;
 use rustls_pki_types::{CertificateDer, ServerName};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::client::TlsStream;
 
 use super::config::{ClientTlsConfig, MeshTlsConfig};
@@ -77,11 +77,10 @@ impl TlsConnector {
     /// was dialled (a DNS name or an IP address, IPv6 with or without brackets);
     /// it is the name the certificate is checked against and sent as SNI (rustls
     /// sends no SNI for an IP address), unless a server name was configured.
-    pub async fn connect(
-        &self,
-        host: &str,
-        stream: TcpStream,
-    ) -> Result<TlsStream<TcpStream>, ConnectError> {
+    pub async fn connect<S>(&self, host: &str, stream: S) -> Result<TlsStream<S>, ConnectError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
         let name = match &self.server_name {
             Some(name) => name.clone(),
             None => parse_host(host)?,

@@ -4,7 +4,7 @@
 //! This module owns reading PEM files, building rustls configurations from them,
 //! swapping those configurations when the files change, and the handshake helpers
 //! the listener and the connectors call. It never binds sockets, dials peers or
-//! knows about HTTP: callers hand it an accepted or connected `TcpStream`.
+//! knows about HTTP: callers hand it an accepted or connected socket.
 //!
 //! # Layout
 //! - `config`: the serde config structs (`ServerTlsConfig`, `ClientTlsConfig`,
@@ -70,7 +70,9 @@ pub use config::{
 };
 pub use pem::{Identity, PemError, load_certificates, load_identity, load_private_key, load_roots};
 pub use reload::{ReloadStats, Reloading};
-pub use server::{AcceptError, DEFAULT_HANDSHAKE_TIMEOUT, TlsAcceptor, peer_certificate};
+pub use server::{
+    AcceptError, DEFAULT_HANDSHAKE_TIMEOUT, RemoteAddr, TlsAcceptor, peer_certificate,
+};
 
 /// The server side of the listener, reloaded from disk.
 pub type ReloadingServerConfig = Reloading<ServerTlsConfig>;

@@ -1,7 +1,7 @@
 //! The TLS handshake for connections the proxy accepts (client listener and
 //! peer listener).
 //!
-//! Owns only the handshake: the caller accepts the `TcpStream` and serves the
+//! Owns only the handshake: the caller accepts the socket and serves the
 //! returned stream. Each handshake uses the config current when it starts.
 
 use std::net::SocketAddr;
@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use rustls::ServerConfig;
 use rustls_pki_types::CertificateDer;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
@@ -35,6 +36,17 @@ pub enum AcceptError {
         peer: Option<SocketAddr>,
         after: Duration,
     },
+}
+
+/// A connected socket that can name the other end, for handshake errors.
+pub trait RemoteAddr {
+    fn remote_addr(&self) -> Option<SocketAddr>;
+}
+
+impl RemoteAddr for TcpStream {
+    fn remote_addr(&self) -> Option<SocketAddr> {
+        self.peer_addr().ok()
+    }
 }
 
 type CurrentConfig = Arc<dyn Fn() -> Arc<ServerConfig> + Send + Sync>;
@@ -72,8 +84,11 @@ impl TlsAcceptor {
 
     /// Runs the server handshake on `stream`. A plaintext client, a client whose
     /// certificate the config refuses, or a client that stalls gets an error.
-    pub async fn accept(&self, stream: TcpStream) -> Result<TlsStream<TcpStream>, AcceptError> {
-        let peer = stream.peer_addr().ok();
+    pub async fn accept<S>(&self, stream: S) -> Result<TlsStream<S>, AcceptError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + RemoteAddr,
+    {
+        let peer = stream.remote_addr();
         let acceptor = tokio_rustls::TlsAcceptor::from((self.current)());
         match tokio::time::timeout(self.handshake_timeout, acceptor.accept(stream)).await {
             Ok(Ok(tls)) => Ok(tls),

@@ -1,0 +1,342 @@
+//! A TCP socket under HTTP/2 that makes fewer, larger system calls.
+//!
+//! h2 writes and flushes one frame at a time, so each small message of a unary call
+//! (headers, data, trailers, in both directions) costs its own `writev`; and it reads
+//! into what is left of its buffer, often a few KiB. On loopback and in-cluster links
+//! those system calls, not the bytes, are most of what a relay pays per call.
+//!
+//! `BatchedSocket` answers h2's small reads from a read-ahead buffer filled by one read
+//! of whatever the kernel holds, and takes its small writes into a buffer that a
+//! writer task of its own sends. On the proxy's single-threaded runtime that task
+//! runs after the connection task has finished its turn, so everything the connection
+//! produced in one turn (frames of many streams) leaves in one `write`.
+//!
+//! Batching costs a copy in user space, which pays for itself on small frames only.
+//! Large reads (h2 reading the rest of a full DATA frame) go straight into h2's
+//! buffer, and a large write made while nothing is queued goes straight to the
+//! kernel, so a ByteStream's 16 KiB frames are not copied.
+//!
+//! Writes are bounded: past `WRITE_BUFFER_LIMIT` unsent bytes, writes wait for the
+//! writer, so a slow reader pushes back as it does on a plain socket. Bytes written
+//! before the socket is dropped (a GOAWAY, say) are still sent, for at most `LINGER`.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker, ready};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+/// Bytes one read may take from the kernel: several 16 KiB frames at once.
+const READ_AHEAD: usize = 64 * 1024;
+
+/// A caller with room for this much reads from the kernel straight into its own
+/// buffer: h2 asks for that much when it reads the rest of a full DATA frame.
+const DIRECT_READ_MIN: usize = 16 * 1024;
+
+/// A write at least this large, made while nothing else waits to be sent, goes to
+/// the kernel at once (a ByteStream's 16 KiB DATA frames with their headers).
+const DIRECT_WRITE_MIN: usize = 8 * 1024;
+
+/// Unsent bytes past which writes wait for the writer task.
+const WRITE_BUFFER_LIMIT: usize = 256 * 1024;
+
+/// How long bytes written before the socket was dropped (a GOAWAY, say) may take to
+/// leave before the writer task gives up on a peer that stopped reading.
+const LINGER: Duration = Duration::from_secs(10);
+
+/// A connected TCP socket whose reads and writes are batched; see the module docs.
+pub struct BatchedSocket {
+    reader: OwnedReadHalf,
+    /// Allocated at the first read that needs it.
+    read_ahead: Box<[u8]>,
+    /// `read_ahead[read_start..read_end]` is read but not yet handed to the caller.
+    read_start: usize,
+    read_end: usize,
+    shared: Arc<Shared>,
+}
+
+#[derive(Default)]
+struct Shared {
+    state: Mutex<WriteState>,
+    /// Signalled when the socket is dropped: from then on a send may take `LINGER`.
+    dropped: tokio::sync::Notify,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, WriteState> {
+        // A panic while holding the lock leaves plain bytes and flags behind, nothing
+        // half-updated that a later user could trip over.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[derive(Default)]
+struct WriteState {
+    /// Written by the connection, not yet taken by the writer task.
+    pending: Vec<u8>,
+    /// The writer task is sending a batch: nothing else may write to the socket.
+    in_flight: bool,
+    /// The connection asked for a shutdown of the sending side.
+    shutdown_requested: bool,
+    /// The socket is gone from the connection's side (dropped).
+    dropped: bool,
+    /// The writer task sent everything and shut the sending side down.
+    shutdown_done: bool,
+    /// Why the writer task stopped, if it failed: every later write reports it.
+    failed: Option<(io::ErrorKind, String)>,
+    /// The writer task, parked until there is something to send.
+    writer: Option<Waker>,
+    /// The connection, parked until the buffer has room or the shutdown is done.
+    connection: Option<Waker>,
+}
+
+impl WriteState {
+    fn error(&self) -> Option<io::Error> {
+        self.failed
+            .as_ref()
+            .map(|(kind, text)| io::Error::new(*kind, text.clone()))
+    }
+
+    fn wake_writer(&mut self) {
+        if let Some(waker) = self.writer.take() {
+            waker.wake();
+        }
+    }
+}
+
+impl BatchedSocket {
+    /// Wraps a connected socket and spawns its writer task on the current runtime.
+    pub fn new(socket: TcpStream) -> Self {
+        let (reader, writer) = socket.into_split();
+        let shared = Arc::new(Shared::default());
+        tokio::spawn(write_loop(shared.clone(), writer));
+        Self {
+            reader,
+            read_ahead: Box::default(),
+            read_start: 0,
+            read_end: 0,
+            shared,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, WriteState> {
+        self.shared.lock()
+    }
+
+    /// Appends what the connection wrote, or parks it while the buffer is full.
+    fn buffer<'a>(
+        &self,
+        cx: &mut Context<'_>,
+        chunks: impl Iterator<Item = &'a [u8]> + Clone,
+    ) -> Poll<io::Result<usize>> {
+        let mut state = self.lock();
+        if let Some(error) = state.error() {
+            return Poll::Ready(Err(error));
+        }
+        if state.pending.len() >= WRITE_BUFFER_LIMIT {
+            state.connection = Some(cx.waker().clone());
+            state.wake_writer();
+            return Poll::Pending;
+        }
+        if state.pending.is_empty()
+            && !state.in_flight
+            && !state.shutdown_requested
+            && chunks.clone().map(<[u8]>::len).sum::<usize>() >= DIRECT_WRITE_MIN
+        {
+            // The lock is held and nothing is queued or in flight, so the writer task
+            // cannot write between these bytes and the ones before them.
+            let slices: Vec<io::IoSlice<'_>> = chunks.clone().map(io::IoSlice::new).collect();
+            match self.reader.as_ref().try_write_vectored(&slices) {
+                Ok(written) => return Poll::Ready(Ok(written)),
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                Err(error) => return Poll::Ready(Err(error)),
+            }
+        }
+        let mut written = 0;
+        for chunk in chunks {
+            state.pending.extend_from_slice(chunk);
+            written += chunk.len();
+        }
+        state.wake_writer();
+        Poll::Ready(Ok(written))
+    }
+}
+
+impl AsyncRead for BatchedSocket {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.read_start == this.read_end {
+            if buf.remaining() >= DIRECT_READ_MIN {
+                return Pin::new(&mut this.reader).poll_read(cx, buf);
+            }
+            if this.read_ahead.is_empty() {
+                this.read_ahead = vec![0; READ_AHEAD].into_boxed_slice();
+            }
+            let mut ahead = ReadBuf::new(&mut this.read_ahead);
+            ready!(Pin::new(&mut this.reader).poll_read(cx, &mut ahead))?;
+            let filled = ahead.filled().len();
+            if filled == 0 {
+                return Poll::Ready(Ok(())); // end of stream
+            }
+            (this.read_start, this.read_end) = (0, filled);
+        }
+        let available = &this.read_ahead[this.read_start..this.read_end];
+        let taken = available.len().min(buf.remaining());
+        buf.put_slice(&available[..taken]);
+        this.read_start += taken;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for BatchedSocket {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.buffer(cx, std::iter::once(data))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.buffer(cx, bufs.iter().map(|slice| &**slice))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    /// Done once the bytes are in the writer's hands: it sends them as soon as the
+    /// connection task yields, which is when a flush matters to the peer.
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.lock().error() {
+            Some(error) => Poll::Ready(Err(error)),
+            None => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut state = self.lock();
+        if let Some(error) = state.error() {
+            return Poll::Ready(Err(error));
+        }
+        if state.shutdown_done {
+            return Poll::Ready(Ok(()));
+        }
+        state.shutdown_requested = true;
+        state.connection = Some(cx.waker().clone());
+        state.wake_writer();
+        Poll::Pending
+    }
+}
+
+impl Drop for BatchedSocket {
+    fn drop(&mut self) {
+        let mut state = self.lock();
+        state.dropped = true;
+        state.wake_writer();
+        self.shared.dropped.notify_one();
+    }
+}
+
+/// What the writer task does next.
+enum Next {
+    Send(Vec<u8>),
+    Shutdown,
+    /// The socket was dropped and everything written before is sent.
+    Stop,
+}
+
+/// Sends what the connection buffered, a batch per wake-up, until the socket is shut
+/// down, dropped or fails.
+async fn write_loop(shared: Arc<Shared>, mut socket: OwnedWriteHalf) {
+    let mut spare = Vec::new();
+    loop {
+        let next = std::future::poll_fn(|cx| {
+            let mut state = shared.lock();
+            if !state.pending.is_empty() {
+                // Swapped, not copied: the connection writes into the spare buffer
+                // while this batch is sent.
+                let batch = std::mem::replace(&mut state.pending, std::mem::take(&mut spare));
+                state.in_flight = true;
+                if let Some(waker) = state.connection.take() {
+                    waker.wake();
+                }
+                return Poll::Ready(Next::Send(batch));
+            }
+            if state.shutdown_requested {
+                return Poll::Ready(Next::Shutdown);
+            }
+            if state.dropped {
+                return Poll::Ready(Next::Stop);
+            }
+            state.writer = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await;
+        let result = match next {
+            Next::Send(mut batch) => {
+                let lingered = async {
+                    if !shared.lock().dropped {
+                        shared.dropped.notified().await;
+                    }
+                    tokio::time::sleep(LINGER).await;
+                };
+                let sent = tokio::select! {
+                    sent = socket.write_all(&batch) => sent,
+                    () = lingered => Err(io::ErrorKind::TimedOut.into()),
+                };
+                shared.lock().in_flight = false;
+                batch.clear();
+                // Large bursts (a ByteStream) leave a large buffer; keep a modest one.
+                batch.shrink_to(WRITE_BUFFER_LIMIT);
+                spare = batch;
+                sent
+            }
+            Next::Shutdown => {
+                let result = socket.shutdown().await;
+                let mut state = shared.lock();
+                state.shutdown_done = result.is_ok();
+                if let Some(waker) = state.connection.take() {
+                    waker.wake();
+                }
+                if result.is_ok() {
+                    return;
+                }
+                result
+            }
+            Next::Stop => return,
+        };
+        if let Err(error) = result {
+            let mut state = shared.lock();
+            state.failed = Some((error.kind(), error.to_string()));
+            if let Some(waker) = state.connection.take() {
+                waker.wake();
+            }
+            return;
+        }
+    }
+}
+
+impl crate::tls::RemoteAddr for BatchedSocket {
+    fn remote_addr(&self) -> Option<std::net::SocketAddr> {
+        self.reader.peer_addr().ok()
+    }
+}
+
+#[cfg(test)]
+#[path = "batched_socket_tests.rs"]
+mod tests;
