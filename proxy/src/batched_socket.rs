@@ -19,16 +19,23 @@
 //! Writes are bounded: past `WRITE_BUFFER_LIMIT` unsent bytes, writes wait for the
 //! writer, so a slow reader pushes back as it does on a plain socket. Bytes written
 //! before the socket is dropped (a GOAWAY, say) are still sent, for at most `LINGER`.
+//!
+//! Memory: a busy connection holds up to 64 KiB of read-ahead and 256 KiB of unsent
+//! bytes (plus the batch being sent); an idle one gives the read-ahead back and keeps
+//! write buffers of at most 16 KiB, so thousands of idle client connections cost
+//! little.
 
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker, ready};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio_util::io::poll_read_buf;
 
 /// Bytes one read may take from the kernel: several 16 KiB frames at once.
 const READ_AHEAD: usize = 64 * 1024;
@@ -44,6 +51,9 @@ const DIRECT_WRITE_MIN: usize = 8 * 1024;
 /// Unsent bytes past which writes wait for the writer task.
 const WRITE_BUFFER_LIMIT: usize = 256 * 1024;
 
+/// Capacity a write buffer keeps between bursts.
+const SPARE_WRITE_BUFFER: usize = 16 * 1024;
+
 /// How long bytes written before the socket was dropped (a GOAWAY, say) may take to
 /// leave before the writer task gives up on a peer that stopped reading.
 const LINGER: Duration = Duration::from_secs(10);
@@ -51,11 +61,10 @@ const LINGER: Duration = Duration::from_secs(10);
 /// A connected TCP socket whose reads and writes are batched; see the module docs.
 pub struct BatchedSocket {
     reader: OwnedReadHalf,
-    /// Allocated at the first read that needs it.
-    read_ahead: Box<[u8]>,
-    /// `read_ahead[read_start..read_end]` is read but not yet handed to the caller.
-    read_start: usize,
-    read_end: usize,
+    /// Read but not yet handed to the caller. Allocated when a read needs it and
+    /// released whenever the kernel has nothing more, so an idle connection holds
+    /// no read-ahead memory.
+    read_ahead: BytesMut,
     shared: Arc<Shared>,
 }
 
@@ -118,9 +127,7 @@ impl BatchedSocket {
         tokio::spawn(write_loop(shared.clone(), writer));
         Self {
             reader,
-            read_ahead: Box::default(),
-            read_start: 0,
-            read_end: 0,
+            read_ahead: BytesMut::new(),
             shared,
         }
     }
@@ -175,25 +182,24 @@ impl AsyncRead for BatchedSocket {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.read_start == this.read_end {
+        if this.read_ahead.is_empty() {
             if buf.remaining() >= DIRECT_READ_MIN {
                 return Pin::new(&mut this.reader).poll_read(cx, buf);
             }
-            if this.read_ahead.is_empty() {
-                this.read_ahead = vec![0; READ_AHEAD].into_boxed_slice();
+            this.read_ahead.reserve(READ_AHEAD);
+            match poll_read_buf(Pin::new(&mut this.reader), cx, &mut this.read_ahead) {
+                Poll::Pending => {
+                    this.read_ahead = BytesMut::new();
+                    return Poll::Pending;
+                }
+                Poll::Ready(Ok(0)) => return Poll::Ready(Ok(())), // end of stream
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
             }
-            let mut ahead = ReadBuf::new(&mut this.read_ahead);
-            ready!(Pin::new(&mut this.reader).poll_read(cx, &mut ahead))?;
-            let filled = ahead.filled().len();
-            if filled == 0 {
-                return Poll::Ready(Ok(())); // end of stream
-            }
-            (this.read_start, this.read_end) = (0, filled);
         }
-        let available = &this.read_ahead[this.read_start..this.read_end];
-        let taken = available.len().min(buf.remaining());
-        buf.put_slice(&available[..taken]);
-        this.read_start += taken;
+        let taken = this.read_ahead.len().min(buf.remaining());
+        buf.put_slice(&this.read_ahead[..taken]);
+        this.read_ahead.advance(taken);
         Poll::Ready(Ok(()))
     }
 }
@@ -301,8 +307,8 @@ async fn write_loop(shared: Arc<Shared>, mut socket: OwnedWriteHalf) {
                 };
                 shared.lock().in_flight = false;
                 batch.clear();
-                // Large bursts (a ByteStream) leave a large buffer; keep a modest one.
-                batch.shrink_to(WRITE_BUFFER_LIMIT);
+                // A burst leaves a large buffer; an idle connection keeps a modest one.
+                batch.shrink_to(SPARE_WRITE_BUFFER);
                 spare = batch;
                 sent
             }
