@@ -18,12 +18,11 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-
-use crate::batched_socket::BatchedSocket;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::batched_socket::BatchedSocket;
 use crate::body::{ProxyRequest, ProxyResponse};
 use crate::edge::Edge;
 use crate::flow_control;
