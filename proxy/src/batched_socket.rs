@@ -117,6 +117,12 @@ impl WriteState {
             waker.wake();
         }
     }
+
+    fn wake_connection(&mut self) {
+        if let Some(waker) = self.connection.take() {
+            waker.wake();
+        }
+    }
 }
 
 impl BatchedSocket {
@@ -278,9 +284,7 @@ async fn write_loop(shared: Arc<Shared>, mut socket: OwnedWriteHalf) {
                 // while this batch is sent.
                 let batch = std::mem::replace(&mut state.pending, std::mem::take(&mut spare));
                 state.in_flight = true;
-                if let Some(waker) = state.connection.take() {
-                    waker.wake();
-                }
+                state.wake_connection();
                 return Poll::Ready(Next::Send(batch));
             }
             if state.shutdown_requested {
@@ -316,9 +320,7 @@ async fn write_loop(shared: Arc<Shared>, mut socket: OwnedWriteHalf) {
                 let result = socket.shutdown().await;
                 let mut state = shared.lock();
                 state.shutdown_done = result.is_ok();
-                if let Some(waker) = state.connection.take() {
-                    waker.wake();
-                }
+                state.wake_connection();
                 if result.is_ok() {
                     return;
                 }
@@ -329,9 +331,7 @@ async fn write_loop(shared: Arc<Shared>, mut socket: OwnedWriteHalf) {
         if let Err(error) = result {
             let mut state = shared.lock();
             state.failed = Some((error.kind(), error.to_string()));
-            if let Some(waker) = state.connection.take() {
-                waker.wake();
-            }
+            state.wake_connection();
             return;
         }
     }
