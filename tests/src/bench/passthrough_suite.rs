@@ -14,7 +14,9 @@ use std::fmt::Write as _;
 
 use super::cpu_time;
 use super::stats::{Series, Table, ratio};
-use super::workloads::{FindMissingList, Stalled, bytestream_round, connect_all, fresh_blob};
+use super::workloads::{
+    FindMissingList, Stalled, bytestream_read, bytestream_write, connect_all, fresh_blob,
+};
 use super::{Limits, PROXY_LOG_FILTER, rotation};
 use crate::ExecutorOptions;
 use crate::nginx::{NginxGrpcProxy, NginxOptions};
@@ -50,8 +52,9 @@ struct Contender {
     unary: Vec<[Series; 4]>,
     writes: Series,
     reads: Series,
-    /// Relay CPU ms over one ByteStream round (the write and the read together).
-    transfer_cpu: Series,
+    /// Relay CPU ms over one ByteStream write, and over one read.
+    write_cpu: Series,
+    read_cpu: Series,
     /// ByteStream rounds that did not finish within `TRANSFER_TIMEOUT`.
     stalls: usize,
 }
@@ -69,15 +72,18 @@ impl Contender {
             unary: CONCURRENCIES.iter().map(|_| Default::default()).collect(),
             writes: Series::default(),
             reads: Series::default(),
-            transfer_cpu: Series::default(),
+            write_cpu: Series::default(),
+            read_cpu: Series::default(),
             stalls: 0,
         })
     }
 }
 
 pub async fn run(runs: usize) -> anyhow::Result<String> {
-    // Room for a few 256 MiB blobs: older ones are evicted instead of filling the disk.
+    // Room for a few 256 MiB blobs: older ones are evicted instead of filling memory.
+    let cas_dir = in_memory_dir()?;
     let executor = ExecutorOptions::new()
+        .data_dir(cas_dir.path())
         .arg("--cas-max-bytes")
         .arg((2u64 << 30).to_string())
         .spawn()?;
@@ -182,22 +188,33 @@ pub async fn run(runs: usize) -> anyhow::Result<String> {
         for index in rotation(contenders.len(), round) {
             let contender = &mut contenders[index];
             let (data, digest) = fresh_blob(((round * 16 + index) as u64) << 8 | 0x5a);
-            let cpu_before = contender.relay_pid.and_then(cpu_time::of_process_tree);
-            match bytestream_round(&contender.connections[0], data, &digest).await {
-                Ok((write, read)) => {
-                    let cpu_after = contender.relay_pid.and_then(cpu_time::of_process_tree);
-                    let cpu_ms = cpu_before
-                        .zip(cpu_after)
-                        .map(|(before, after)| after.saturating_sub(before).as_secs_f64() * 1e3);
+            let pid = contender.relay_pid;
+            let clients = &contender.connections[0];
+            let transfer = async {
+                let (write, write_cpu) =
+                    with_cpu(pid, bytestream_write(clients, data.clone(), &digest)).await?;
+                let (read, read_cpu) =
+                    with_cpu(pid, bytestream_read(clients, &data, &digest)).await?;
+                anyhow::Ok((write, write_cpu, read, read_cpu))
+            };
+            match transfer.await {
+                Ok((write, write_cpu, read, read_cpu)) => {
+                    let cpu = |ms: Option<f64>| {
+                        ms.map_or(String::new(), |ms| format!(", relay CPU {ms:.0} ms"))
+                    };
                     eprintln!(
-                        "    {}: write {write:.0} MB/s, read {read:.0} MB/s{}",
+                        "    {}: write {write:.0} MB/s{}, read {read:.0} MB/s{}",
                         contender.name,
-                        cpu_ms.map_or(String::new(), |ms| format!(", relay CPU {ms:.0} ms"))
+                        cpu(write_cpu),
+                        cpu(read_cpu),
                     );
                     contender.writes.push(write);
                     contender.reads.push(read);
-                    if let Some(ms) = cpu_ms {
-                        contender.transfer_cpu.push(ms);
+                    if let Some(ms) = write_cpu {
+                        contender.write_cpu.push(ms);
+                    }
+                    if let Some(ms) = read_cpu {
+                        contender.read_cpu.push(ms);
                     }
                 }
                 // A stall is a result, not a reason to lose the others: counted and
@@ -221,6 +238,37 @@ pub async fn run(runs: usize) -> anyhow::Result<String> {
     }
     // Dropping the handles stops every process by pid.
     Ok(render(&contenders, runs, &nginx_options))
+}
+
+/// The executor's data dir, on tmpfs where there is one. On disk, 256 MiB writes
+/// were bimodal for every contender, direct included (about 300 or 700 MB/s from
+/// round to round, as writeback came and went), which hid the relays' differences.
+fn in_memory_dir() -> anyhow::Result<tempfile::TempDir> {
+    let shm = std::path::Path::new("/dev/shm");
+    if shm.is_dir()
+        && let Ok(dir) = tempfile::Builder::new()
+            .prefix("remesh-bench")
+            .tempdir_in(shm)
+    {
+        return Ok(dir);
+    }
+    eprintln!("no writable /dev/shm: the executor's CAS is on disk, so writes may be bimodal");
+    Ok(tempfile::tempdir()?)
+}
+
+/// Runs `work` and returns its result with the CPU milliseconds the process tree of
+/// `pid` spent meanwhile (none without a pid, or when `/proc` cannot be read).
+async fn with_cpu<T>(
+    pid: Option<u32>,
+    work: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<(T, Option<f64>)> {
+    let before = pid.and_then(cpu_time::of_process_tree);
+    let value = work.await?;
+    let after = pid.and_then(cpu_time::of_process_tree);
+    let ms = before
+        .zip(after)
+        .map(|(before, after)| after.saturating_sub(before).as_secs_f64() * 1e3);
+    Ok((value, ms))
 }
 
 fn render(contenders: &[Contender], runs: usize, nginx: &NginxOptions) -> String {
@@ -266,8 +314,13 @@ fn render(contenders: &[Contender], runs: usize, nginx: &NginxOptions) -> String
     add("ByteStream Write 256 MiB: MB/s".into(), &|c| &c.writes, 0);
     add("ByteStream Read 256 MiB: MB/s".into(), &|c| &c.reads, 0);
     add(
-        "ByteStream Write + Read 256 MiB: relay CPU ms".into(),
-        &|c| &c.transfer_cpu,
+        "ByteStream Write 256 MiB: relay CPU ms".into(),
+        &|c| &c.write_cpu,
+        0,
+    );
+    add(
+        "ByteStream Read 256 MiB: relay CPU ms".into(),
+        &|c| &c.read_cpu,
         0,
     );
     let mut text = table.render();

@@ -101,23 +101,42 @@ pub async fn bytestream_round(
     data: Bytes,
     digest: &Digest,
 ) -> anyhow::Result<(f64, f64)> {
+    let write = bytestream_write(clients, data.clone(), digest).await?;
+    let read = bytestream_read(clients, &data, digest).await?;
+    Ok((write, read))
+}
+
+/// Writes `data` under `digest` with ByteStream Write; returns MB/s.
+pub async fn bytestream_write(
+    clients: &Clients,
+    data: Bytes,
+    digest: &Digest,
+) -> anyhow::Result<f64> {
     let size = data.len() as f64;
     let start = Instant::now();
-    tokio::time::timeout(TRANSFER_TIMEOUT, clients.upload_as(digest, data.clone()))
+    tokio::time::timeout(TRANSFER_TIMEOUT, clients.upload_as(digest, data))
         .await
         .map_err(|_| Stalled("ByteStream Write"))??;
-    let write = size / 1e6 / start.elapsed().as_secs_f64();
+    Ok(size / 1e6 / start.elapsed().as_secs_f64())
+}
 
+/// Reads the blob `digest` back with ByteStream Read and checks it is `data`;
+/// returns MB/s.
+pub async fn bytestream_read(
+    clients: &Clients,
+    data: &[u8],
+    digest: &Digest,
+) -> anyhow::Result<f64> {
     let start = Instant::now();
     let read_back = tokio::time::timeout(TRANSFER_TIMEOUT, clients.download(digest))
         .await
         .map_err(|_| Stalled("ByteStream Read"))??;
-    let read = size / 1e6 / start.elapsed().as_secs_f64();
+    let rate = data.len() as f64 / 1e6 / start.elapsed().as_secs_f64();
     // Compared by length and digest after the clock stopped.
     if read_back.len() != data.len() || blob_digest(&read_back) != *digest {
         bail!("the blob read back differs from the one written");
     }
-    Ok((write, read))
+    Ok(rate)
 }
 
 /// A transfer that made no progress within `TRANSFER_TIMEOUT`.
