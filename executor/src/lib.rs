@@ -13,6 +13,7 @@
 //! - `resource_name`: ByteStream resource names, parsed and validated.
 //! - `service`: one file per gRPC service, translating requests into calls on the above.
 //! - `server`: binds every service to its port and runs until shutdown.
+//! - `flow_control`: the HTTP/2 frame size and windows the gRPC port advertises.
 //! - `decode_status`: the precise status of a request tonic could not read.
 //! - `metrics`: Prometheus counters and the `/metrics` endpoint.
 //! - `fuzzing`: entry points of the fuzz targets and of their corpus replay test.
@@ -22,6 +23,7 @@ pub mod config;
 pub mod decode_status;
 pub mod digest;
 pub mod execution;
+pub mod flow_control;
 pub mod fuzzing;
 pub mod grpc_metrics;
 pub mod metrics;

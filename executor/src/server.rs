@@ -15,6 +15,7 @@ use crate::config::{Config, SandboxMode};
 use crate::decode_status::DecodeStatusLayer;
 use crate::execution::Engine;
 use crate::execution::sandbox::{Sandbox, SandboxError};
+use crate::flow_control;
 use crate::grpc_metrics::GrpcMetricsLayer;
 use crate::metrics::{self, Metrics};
 use crate::service;
@@ -132,6 +133,9 @@ impl Executor {
 
         let stop_serving = CancellationToken::new();
         let main_server = Server::builder()
+            .max_frame_size(flow_control::MAX_FRAME)
+            .initial_stream_window_size(flow_control::STREAM_WINDOW)
+            .initial_connection_window_size(flow_control::CONNECTION_WINDOW)
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
             // SETTINGS_MAX_CONCURRENT_STREAMS rather than a per-connection concurrency
             // limit: clients learn the bound and queue or open another connection,

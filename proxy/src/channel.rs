@@ -330,6 +330,7 @@ impl Http2Channel {
         .timer(TokioTimer::new())
         .initial_stream_window_size(flow_control::STREAM_WINDOW)
         .initial_connection_window_size(flow_control::CONNECTION_WINDOW)
+        .max_frame_size(flow_control::MAX_FRAME)
         .keep_alive_interval(self.settings.keepalive_interval)
         .keep_alive_timeout(self.settings.keepalive_interval)
         .handshake(io)

@@ -15,3 +15,13 @@ pub const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
 
 /// Bytes all streams of one connection may have in flight towards the proxy.
 pub const CONNECTION_WINDOW: u32 = 8 * 1024 * 1024;
+
+/// The largest HTTP/2 frame the proxy accepts (SETTINGS_MAX_FRAME_SIZE), from clients
+/// and peers and from the servers behind it. Clients that send 1 MiB ByteStream
+/// chunks (tonic, Buildbarn's tools) then send each in one frame instead of 64, and
+/// the proxy reads, queues and writes one frame where it handled 64. Measured with
+/// `bench passthrough` (256 MiB, CAS on tmpfs) against 16 KiB frames: 0.87× the relay
+/// CPU on writes and 0.79× on reads, 1.07× the write and 1.01–1.10× the read rate.
+/// The cost is bounded: h2 holds at most one frame of this size per connection
+/// before it can pass it on. nginx accepts frames of up to 16 MiB.
+pub const MAX_FRAME: u32 = 1024 * 1024;

@@ -58,6 +58,7 @@ pub async fn serve(
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
         .initial_stream_window_size(flow_control::STREAM_WINDOW)
         .initial_connection_window_size(flow_control::CONNECTION_WINDOW)
+        .max_frame_size(flow_control::MAX_FRAME)
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(20));
     let mut connections = JoinSet::new();

@@ -128,3 +128,47 @@ async fn call_inner(
         data,
     })
 }
+
+/// SETTINGS_INITIAL_WINDOW_SIZE: bytes one stream may send before a WINDOW_UPDATE.
+pub const SETTINGS_INITIAL_WINDOW_SIZE: u16 = 0x4;
+/// SETTINGS_MAX_FRAME_SIZE: the largest frame payload the server accepts.
+pub const SETTINGS_MAX_FRAME_SIZE: u16 = 0x5;
+
+/// The parameters of the SETTINGS frame a server sends first on a new connection, as
+/// (identifier, value) pairs in the order sent. Read off the wire, so it is what any
+/// client sees, not what a library chose to expose.
+pub async fn server_settings(addr: SocketAddr) -> anyhow::Result<Vec<(u16, u32)>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let read = async {
+        let mut tcp = TcpStream::connect(addr).await.context("connecting")?;
+        // The client preface: the magic string, then an empty SETTINGS frame.
+        tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+            .await?;
+        let mut head = [0u8; 9];
+        tcp.read_exact(&mut head).await.context("frame header")?;
+        let length = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        if head[3] != 0x4 || !length.is_multiple_of(6) || length > 6 * 64 {
+            bail!(
+                "the first frame is type {} of {length} bytes, not SETTINGS",
+                head[3]
+            );
+        }
+        let mut payload = vec![0u8; length];
+        tcp.read_exact(&mut payload)
+            .await
+            .context("SETTINGS payload")?;
+        Ok(payload
+            .chunks_exact(6)
+            .map(|p| {
+                (
+                    u16::from_be_bytes([p[0], p[1]]),
+                    u32::from_be_bytes([p[2], p[3], p[4], p[5]]),
+                )
+            })
+            .collect())
+    };
+    tokio::time::timeout(CALL_TIMEOUT, read)
+        .await
+        .with_context(|| format!("{addr}: no SETTINGS within {CALL_TIMEOUT:?}"))?
+}
