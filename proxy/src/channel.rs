@@ -281,7 +281,10 @@ impl Http2Channel {
         {
             return Ok(sender.clone());
         }
-        let sender = self.dial().await?;
+        // Boxed: dialling (TCP, TLS, the HTTP/2 handshake) is a future of several KiB
+        // that would otherwise sit inside every request's future, to be moved and
+        // copied per call, though it runs only when a connection is made.
+        let sender = Box::pin(self.dial()).await?;
         *guard = Some(sender.clone());
         Ok(sender)
     }

@@ -142,11 +142,14 @@ impl Router {
         }
     }
 
+    /// Execute and the calls by operation name are boxed: their futures are larger
+    /// than a pass-through's, and unboxed they would set the size of every request's
+    /// future, which is moved and copied per call.
     async fn route(self, request: ProxyRequest) -> Result<ProxyResponse, BoxError> {
         let method = GrpcMethod::from_path(request.uri().path());
         match method {
             GrpcMethod::PassThrough => self.forward_local(request, None).await,
-            GrpcMethod::Execute => self.execute(request).await,
+            GrpcMethod::Execute => Box::pin(self.execute(request)).await,
             GrpcMethod::ListOperations => {
                 self.forward_local(
                     request,
@@ -157,7 +160,9 @@ impl Router {
             GrpcMethod::WaitExecution
             | GrpcMethod::GetOperation
             | GrpcMethod::CancelOperation
-            | GrpcMethod::DeleteOperation => self.by_operation_name(method, request).await,
+            | GrpcMethod::DeleteOperation => {
+                Box::pin(self.by_operation_name(method, request)).await
+            }
             GrpcMethod::Unknown if self.state.config.pass_unknown_methods => {
                 self.forward_local(request, None).await
             }
