@@ -20,9 +20,9 @@ pub const CONNECTION_WINDOW: u32 = 8 * 1024 * 1024;
 /// and peers and from the servers behind it. Clients that send 1 MiB ByteStream
 /// chunks (tonic, Buildbarn's tools) then send each in one frame instead of 64, and
 /// the proxy reads, queues and writes one frame where it handled 64. Measured with
-/// `bench passthrough` (256 MiB, CAS on tmpfs) against 16 KiB frames, over four runs:
-/// 0.80–0.93× the relay CPU on writes and 0.77–0.86× on reads, 1.06–1.10× the write
-/// and 1.01–1.15× the read rate.
+/// `bench passthrough` (256 MiB, CAS on tmpfs) against 16 KiB frames, over five runs:
+/// 0.80–0.93× the relay CPU on writes and 0.77–0.86× on reads, 0.99–1.10× the write
+/// and 0.97–1.15× the read rate.
 /// The cost is bounded: h2 holds at most one frame of this size per connection
 /// before it can pass it on. nginx accepts frames of up to 16 MiB.
 pub const MAX_FRAME: u32 = 1024 * 1024;
