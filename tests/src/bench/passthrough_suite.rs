@@ -151,24 +151,19 @@ pub async fn run(runs: usize) -> anyhow::Result<String> {
         for (slot, &concurrency) in CONCURRENCIES.iter().enumerate() {
             for index in rotation(contenders.len(), round) {
                 let contender = &mut contenders[index];
-                let cpu_before = contender.relay_pid.and_then(cpu_time::of_process_tree);
-                let result = list
-                    .round(
-                        &contender.connections,
-                        concurrency,
-                        unary_limits(concurrency),
-                    )
+                let round = list.round(
+                    &contender.connections,
+                    concurrency,
+                    unary_limits(concurrency),
+                );
+                let (result, cpu_ms) = with_cpu(contender.relay_pid, round)
                     .await
                     .map_err(|error| error.context(format!("{} unary", contender.name)))?;
-                let cpu_after = contender.relay_pid.and_then(cpu_time::of_process_tree);
                 let [rate, p50, p99, cpu] = &mut contender.unary[slot];
                 rate.push(result.rate());
                 p50.push(result.percentile_ms(50.0));
                 p99.push(result.percentile_ms(99.0));
-                let per_call = cpu_before.zip(cpu_after).map(|(before, after)| {
-                    after.saturating_sub(before).as_secs_f64() * 1e6
-                        / result.completed.max(1) as f64
-                });
+                let per_call = cpu_ms.map(|ms| ms * 1e3 / result.completed.max(1) as f64);
                 if let Some(per_call) = per_call {
                     cpu.push(per_call);
                 }
