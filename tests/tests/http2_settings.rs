@@ -56,3 +56,38 @@ async fn executor_and_proxy_accept_whole_mebibyte_frames_and_relay_them() {
         assert!(read_back == data, "{who}: the blob read back differs");
     }
 }
+
+/// The benchmark's Bazel-shaped uploader (16 KiB messages, one DATA frame each) stores
+/// what it sends, through the proxy and directly, and a wrong digest is refused: the
+/// benchmark counts only uploads the server accepted.
+#[tokio::test]
+async fn sixteen_kib_message_uploads_land_through_the_proxy_and_directly() {
+    use remesh_tests::bench::bazel_upload::{BAZEL_CHUNK_BYTES, upload};
+
+    let executor = ExecutorOptions::new().spawn().unwrap();
+    let proxy = ProxyProcess::spawn_for(&executor, "bazel-chunks-node", &[]).unwrap();
+    let direct = Clients::connect(executor.grpc_addr(), "").await.unwrap();
+    for (who, addr, seed) in [
+        ("proxy", proxy.grpc_addr(), 3u8),
+        ("executor", executor.grpc_addr(), 7u8),
+    ] {
+        // Five whole chunks and a short one.
+        let data: Bytes = (0..5 * BAZEL_CHUNK_BYTES + 100)
+            .map(|i| (i % 241) as u8 ^ seed)
+            .collect();
+        let digest = blob_digest(&data);
+        upload(addr, "", &digest, data.clone(), BAZEL_CHUNK_BYTES)
+            .await
+            .unwrap_or_else(|error| panic!("{who}: {error:#}"));
+        let read_back = direct.download(&digest).await.unwrap();
+        assert!(read_back == data, "{who}: the blob read back differs");
+
+        let mut wrong = digest.clone();
+        wrong.hash = blob_digest(b"something else").hash;
+        let refused = upload(addr, "", &wrong, data, BAZEL_CHUNK_BYTES).await;
+        assert!(
+            refused.is_err(),
+            "{who}: an upload under a wrong digest was accepted"
+        );
+    }
+}

@@ -11,11 +11,13 @@
 //! - `cpu_time`: what a relay process spent, from `/proc`, for CPU per call.
 //! - `load`: the bounded closed-loop load driver every round uses.
 //! - `workloads`: the REAPI round trips measured (FindMissingBlobs, ByteStream, Execute).
+//! - `bazel_upload`: a ByteStream Write framed the way Bazel frames it.
 //! - `executor_suite`: one executor on its own (the original benchmark).
 //! - `passthrough_suite`: FindMissingBlobs and ByteStream direct to an executor, through
 //!   `remesh-proxy` and through nginx.
 //! - `forward_suite`: Execute run by the node the client talks to vs forwarded to a peer.
 
+pub mod bazel_upload;
 pub mod cpu_time;
 pub mod executor_suite;
 pub mod forward_suite;

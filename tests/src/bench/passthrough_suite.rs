@@ -4,7 +4,9 @@
 //! Unary: FindMissingBlobs of 100 digests (50 stored, 50 absent) at concurrency 1 and
 //! 64, calls/s, p50/p99 latency, and the CPU time the relay (proxy or nginx, all its
 //! processes) spent per call. Streams: ByteStream Write then Read of a fresh 256 MiB
-//! blob. Every round visits every contender, in a rotating order.
+//! blob in 1 MiB messages (tonic's client, 1 MiB frames where the server takes them),
+//! then a Write of another in 16 KiB messages, one DATA frame each, as Bazel uploads.
+//! Every round visits every contender, in a rotating order.
 //!
 //! With `REMESH_BENCH_BASELINE_PROXY=<path to another remesh-proxy build>`, that build
 //! runs as one more contender in front of the same executor, so a change to the
@@ -15,7 +17,8 @@ use std::fmt::Write as _;
 use super::cpu_time;
 use super::stats::{Series, Table, ratio};
 use super::workloads::{
-    FindMissingList, Stalled, bytestream_read, bytestream_write, connect_all, fresh_blob,
+    FindMissingList, Stalled, bytestream_read, bytestream_write, bytestream_write_bazel_chunks,
+    connect_all, fresh_blob,
 };
 use super::{Limits, PROXY_LOG_FILTER, rotation};
 use crate::ExecutorOptions;
@@ -44,6 +47,7 @@ fn unary_limits(concurrency: usize) -> Limits {
 
 struct Contender {
     name: &'static str,
+    addr: std::net::SocketAddr,
     connections: Vec<Clients>,
     /// The relay's process (nginx: its master, whose workers are counted with it);
     /// none for direct.
@@ -55,6 +59,9 @@ struct Contender {
     /// Relay CPU ms over one ByteStream write, and over one read.
     write_cpu: Series,
     read_cpu: Series,
+    /// MB/s and relay CPU ms of one write in Bazel's 16 KiB messages.
+    bazel_writes: Series,
+    bazel_write_cpu: Series,
     /// ByteStream rounds that did not finish within `TRANSFER_TIMEOUT`.
     stalls: usize,
 }
@@ -67,6 +74,7 @@ impl Contender {
     ) -> anyhow::Result<Self> {
         Ok(Self {
             name,
+            addr,
             connections: connect_all(addr, "main").await?,
             relay_pid,
             unary: CONCURRENCIES.iter().map(|_| Default::default()).collect(),
@@ -74,6 +82,8 @@ impl Contender {
             reads: Series::default(),
             write_cpu: Series::default(),
             read_cpu: Series::default(),
+            bazel_writes: Series::default(),
+            bazel_write_cpu: Series::default(),
             stalls: 0,
         })
     }
@@ -182,27 +192,40 @@ pub async fn run(runs: usize) -> anyhow::Result<String> {
     for round in 0..runs {
         for index in rotation(contenders.len(), round) {
             let contender = &mut contenders[index];
-            let (data, digest) = fresh_blob(((round * 16 + index) as u64) << 8 | 0x5a);
+            let seed = ((round * 16 + index) as u64) << 8;
+            let (data, digest) = fresh_blob(seed | 0x5a);
+            let (bazel_data, bazel_digest) = fresh_blob(seed | 0xba);
             let pid = contender.relay_pid;
             let clients = &contender.connections[0];
+            let addr = contender.addr;
             let transfer = async {
                 let (write, write_cpu) =
                     with_cpu(pid, bytestream_write(clients, data.clone(), &digest)).await?;
                 let (read, read_cpu) =
                     with_cpu(pid, bytestream_read(clients, &data, &digest)).await?;
-                anyhow::Ok((write, write_cpu, read, read_cpu))
+                drop(data);
+                let bazel_write =
+                    bytestream_write_bazel_chunks(addr, "main", bazel_data, &bazel_digest);
+                let (bazel, bazel_cpu) = with_cpu(pid, bazel_write).await?;
+                anyhow::Ok((write, write_cpu, read, read_cpu, bazel, bazel_cpu))
             };
             match transfer.await {
-                Ok((write, write_cpu, read, read_cpu)) => {
+                Ok((write, write_cpu, read, read_cpu, bazel, bazel_cpu)) => {
                     let cpu = |ms: Option<f64>| {
                         ms.map_or(String::new(), |ms| format!(", relay CPU {ms:.0} ms"))
                     };
                     eprintln!(
-                        "    {}: write {write:.0} MB/s{}, read {read:.0} MB/s{}",
+                        "    {}: write {write:.0} MB/s{}, read {read:.0} MB/s{}, \
+                         16 KiB-message write {bazel:.0} MB/s{}",
                         contender.name,
                         cpu(write_cpu),
                         cpu(read_cpu),
+                        cpu(bazel_cpu),
                     );
+                    contender.bazel_writes.push(bazel);
+                    if let Some(ms) = bazel_cpu {
+                        contender.bazel_write_cpu.push(ms);
+                    }
                     contender.writes.push(write);
                     contender.reads.push(read);
                     if let Some(ms) = write_cpu {
@@ -309,6 +332,11 @@ fn render(contenders: &[Contender], runs: usize, nginx: &NginxOptions) -> String
     add("ByteStream Write 256 MiB: MB/s".into(), &|c| &c.writes, 0);
     add("ByteStream Read 256 MiB: MB/s".into(), &|c| &c.reads, 0);
     add(
+        "ByteStream Write 256 MiB in 16 KiB messages (Bazel's): MB/s".into(),
+        &|c| &c.bazel_writes,
+        0,
+    );
+    add(
         "ByteStream Write 256 MiB: relay CPU ms".into(),
         &|c| &c.write_cpu,
         0,
@@ -316,6 +344,11 @@ fn render(contenders: &[Contender], runs: usize, nginx: &NginxOptions) -> String
     add(
         "ByteStream Read 256 MiB: relay CPU ms".into(),
         &|c| &c.read_cpu,
+        0,
+    );
+    add(
+        "ByteStream Write 256 MiB in 16 KiB messages: relay CPU ms".into(),
+        &|c| &c.bazel_write_cpu,
         0,
     );
     let mut text = table.render();

@@ -120,6 +120,29 @@ pub async fn bytestream_write(
     Ok(size / 1e6 / start.elapsed().as_secs_f64())
 }
 
+/// Writes `data` under `digest` to `addr` the way Bazel does (16 KiB messages, one
+/// DATA frame each); returns MB/s.
+pub async fn bytestream_write_bazel_chunks(
+    addr: std::net::SocketAddr,
+    instance: &str,
+    data: Bytes,
+    digest: &Digest,
+) -> anyhow::Result<f64> {
+    let size = data.len() as f64;
+    let start = Instant::now();
+    let upload = super::bazel_upload::upload(
+        addr,
+        instance,
+        digest,
+        data,
+        super::bazel_upload::BAZEL_CHUNK_BYTES,
+    );
+    tokio::time::timeout(TRANSFER_TIMEOUT, upload)
+        .await
+        .map_err(|_| Stalled("ByteStream Write in 16 KiB chunks"))??;
+    Ok(size / 1e6 / start.elapsed().as_secs_f64())
+}
+
 /// Reads the blob `digest` back with ByteStream Read and checks it is `data`;
 /// returns MB/s.
 pub async fn bytestream_read(
