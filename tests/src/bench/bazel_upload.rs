@@ -35,22 +35,9 @@ pub async fn upload(
     let tcp = TcpStream::connect(addr).await.context("connecting")?;
     tcp.set_nodelay(true)?;
     let (client, connection) = h2::client::handshake(tcp).await.context("h2 handshake")?;
-    let driver = tokio::spawn(async move {
+    let _driver = AbortOnDrop(tokio::spawn(async move {
         let _ = connection.await;
-    });
-    let result = write(client, addr, instance, digest, data, chunk_bytes).await;
-    driver.abort();
-    result
-}
-
-async fn write(
-    client: h2::client::SendRequest<Bytes>,
-    addr: SocketAddr,
-    instance: &str,
-    digest: &Digest,
-    data: Bytes,
-    chunk_bytes: usize,
-) -> anyhow::Result<()> {
+    }));
     let mut client = client.ready().await?;
     let request = http::Request::builder()
         .method("POST")
@@ -70,13 +57,41 @@ async fn write(
         digest.hash,
         digest.size_bytes
     );
+    send_messages(&mut send, &resource_name, &data, chunk_bytes).await?;
+    let committed = committed_size(response).await?;
+    if committed != data.len() as i64 {
+        bail!(
+            "ByteStream Write committed {committed} bytes of {}",
+            data.len()
+        );
+    }
+    Ok(())
+}
+
+/// Ends the connection's driver task when the upload is done or abandoned.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Sends `data` as `WriteRequest`s of `chunk_bytes`, each in one DATA frame.
+async fn send_messages(
+    send: &mut h2::SendStream<Bytes>,
+    resource_name: &str,
+    data: &Bytes,
+    chunk_bytes: usize,
+) -> anyhow::Result<()> {
     let total = data.len();
     let mut offset = 0;
     loop {
         let end = (offset + chunk_bytes).min(total);
         let message = WriteRequest {
+            // Only the first message names the resource, as Bazel's do.
             resource_name: if offset == 0 {
-                resource_name.clone()
+                resource_name.to_owned()
             } else {
                 String::new()
             },
@@ -98,9 +113,13 @@ async fn write(
         send.send_data(frame, end == total)?;
         offset = end;
         if offset == total {
-            break;
+            return Ok(());
         }
     }
+}
+
+/// Waits for the answer: `committed_size` of an OK `WriteResponse`.
+async fn committed_size(response: h2::client::ResponseFuture) -> anyhow::Result<i64> {
     let response = response.await.context("response headers")?;
     let (parts, mut body) = response.into_parts();
     let mut bytes = Vec::new();
@@ -120,14 +139,10 @@ async fn write(
         bail!("ByteStream Write answered grpc-status {status}");
     }
     // One gRPC message: the five-byte prefix, then the WriteResponse.
-    let committed = bytes
+    Ok(bytes
         .get(5..)
         .map(WriteResponse::decode)
         .transpose()
         .context("decoding WriteResponse")?
-        .map_or(0, |response| response.committed_size);
-    if committed != total as i64 {
-        bail!("ByteStream Write committed {committed} bytes of {total}");
-    }
-    Ok(())
+        .map_or(0, |response| response.committed_size))
 }
