@@ -42,8 +42,10 @@ pub fn status_of(error: &BoxError) -> tonic::Status {
             RequestError::TooLarge { .. } | RequestError::Frame(FrameError::TooLarge { .. }) => {
                 Code::ResourceExhausted
             }
+            // An encoding the proxy cannot decode, as gRPC servers answer one.
             RequestError::Frame(FrameError::Compressed) => Code::Unimplemented,
-            RequestError::Frame(_)
+            RequestError::CompressedWithoutEncoding
+            | RequestError::Frame(_)
             | RequestError::Wire(_)
             | RequestError::MessageCount(_)
             | RequestError::NotUtf8(_) => Code::InvalidArgument,

@@ -4,7 +4,7 @@
 //! still answers health, nothing appeared outside its data dir, and its CAS is intact.
 
 use remesh_proto::reapi::WaitExecutionRequest;
-use remesh_tests::hostile::{self, Front};
+use remesh_tests::hostile;
 use remesh_tests::integrity::{Sandbox, check_cas};
 use remesh_tests::{ExecutorOptions, polling::free_loopback_port};
 use tonic::Code;
@@ -24,9 +24,7 @@ async fn hostile_input_to_an_executor_gets_precise_statuses_and_harms_nothing() 
     hostile::malformed_protobuf(addr).await.unwrap();
     hostile::truncated_frames(addr).await.unwrap();
     hostile::oversized_messages(addr).await.unwrap();
-    hostile::compressed_without_encoding(addr, Front::Executor)
-        .await
-        .unwrap();
+    hostile::compressed_without_encoding(addr).await.unwrap();
     hostile::broken_write_streams(addr, &clients).await.unwrap();
     hostile::wrong_digests(&clients).await.unwrap();
     hostile::enormous_batches(&clients).await.unwrap();

@@ -11,7 +11,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use remesh_proto::longrunning::GetOperationRequest;
 use remesh_proto::reapi::WaitExecutionRequest;
 use remesh_tests::ExecutorOptions;
-use remesh_tests::hostile::{self, Front};
+use remesh_tests::hostile;
 use remesh_tests::integrity::{Sandbox, check_cas};
 use remesh_tests::proxy_process::ProxyProcess;
 use remesh_tests::reapi_client::Clients;
@@ -86,9 +86,7 @@ async fn hostile_input_to_a_proxy_gets_precise_statuses_and_dials_nothing() {
     hostile::malformed_protobuf(addr).await.unwrap();
     hostile::truncated_frames(addr).await.unwrap();
     hostile::oversized_messages(addr).await.unwrap();
-    hostile::compressed_without_encoding(addr, Front::Proxy)
-        .await
-        .unwrap();
+    hostile::compressed_without_encoding(addr).await.unwrap();
     hostile::broken_write_streams(addr, &clients).await.unwrap();
     hostile::wrong_digests(&clients).await.unwrap();
     hostile::enormous_batches(&clients).await.unwrap();

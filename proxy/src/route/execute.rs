@@ -44,7 +44,8 @@ impl Router {
         let config = &self.state.config;
         let (parts, body) = request.into_parts();
         let limit = config.max_message_bytes.min(MAX_EXECUTE_REQUEST_BYTES);
-        let message = request_message::read_single(body, limit).await?;
+        let encoded = request_message::declares_encoding(&parts.headers);
+        let message = request_message::read_single(body, limit, encoded).await?;
         let routing = ExecuteRouting::parse(&message)?;
         let framed = grpc_frame::encode(&message);
 

@@ -27,7 +27,8 @@ impl Router {
     ) -> Result<ProxyResponse, BoxError> {
         let config = &self.state.config;
         let (parts, body) = request.into_parts();
-        let message = request_message::read_single(body, MAX_NAME_REQUEST_BYTES).await?;
+        let encoded = request_message::declares_encoding(&parts.headers);
+        let message = request_message::read_single(body, MAX_NAME_REQUEST_BYTES, encoded).await?;
         let name = request_message::operation_name(&message)?;
         let name = OperationName::parse(&name).map_err(RouteError::from)?;
 

@@ -17,6 +17,9 @@ pub enum FrameError {
     TooLarge { len: usize, max: usize },
     #[error("compressed gRPC messages cannot be inspected")]
     Compressed,
+    /// A flag byte other than 0 (identity) and 1 (compressed).
+    #[error("invalid gRPC compression flag {0}")]
+    BadFlag(u8),
     #[error("stream ended inside a gRPC message ({buffered} bytes buffered)")]
     Truncated { buffered: usize },
 }
@@ -48,8 +51,10 @@ impl MessageSplitter {
         if self.buffer.len() < PREFIX_LEN {
             return Ok(None);
         }
-        if self.buffer[0] != 0 {
-            return Err(FrameError::Compressed);
+        match self.buffer[0] {
+            0 => {}
+            1 => return Err(FrameError::Compressed),
+            flag => return Err(FrameError::BadFlag(flag)),
         }
         let len = u32::from_be_bytes([
             self.buffer[1],
@@ -137,6 +142,9 @@ mod tests {
         let mut splitter = MessageSplitter::new(10);
         splitter.push(&[1, 0, 0, 0, 1, 9]);
         assert_eq!(splitter.next_message(), Err(FrameError::Compressed));
+        let mut splitter = MessageSplitter::new(10);
+        splitter.push(&[2, 0, 0, 0, 1, 9]);
+        assert_eq!(splitter.next_message(), Err(FrameError::BadFlag(2)));
         let mut splitter = MessageSplitter::new(10);
         splitter.push(&[0, 0, 0, 0, 4, 9]);
         assert_eq!(splitter.next_message(), Ok(None));

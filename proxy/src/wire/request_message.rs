@@ -21,6 +21,10 @@ pub enum RequestError {
     TooLarge { max: usize },
     #[error("request framing: {0}")]
     Frame(#[from] FrameError),
+    /// The compressed flag on a request that declared no `grpc-encoding`: a protocol
+    /// error of the client's, as opposed to an encoding the proxy cannot read.
+    #[error("request message has the compressed flag but no grpc-encoding was declared")]
+    CompressedWithoutEncoding,
     #[error("malformed request message: {0}")]
     Wire(#[from] WireError),
     #[error("expected exactly one request message, got {0}")]
@@ -29,9 +33,21 @@ pub enum RequestError {
     NotUtf8(&'static str),
 }
 
+/// Whether `headers` declare a message encoding other than identity.
+pub fn declares_encoding(headers: &http::HeaderMap) -> bool {
+    headers
+        .get("grpc-encoding")
+        .is_some_and(|encoding| encoding.as_bytes() != b"identity")
+}
+
 /// Reads the body's one gRPC message (prefix removed), buffering at most
-/// `max_message_bytes` plus the prefix.
-pub async fn read_single(body: ProxyBody, max_message_bytes: usize) -> Result<Bytes, RequestError> {
+/// `max_message_bytes` plus the prefix. `encoding_declared` (see `declares_encoding`)
+/// tells a compressed message the proxy cannot read from a mis-flagged one.
+pub async fn read_single(
+    body: ProxyBody,
+    max_message_bytes: usize,
+    encoding_declared: bool,
+) -> Result<Bytes, RequestError> {
     let max = max_message_bytes.saturating_add(grpc_frame::PREFIX_LEN);
     let bytes = body::collect_bounded(body, max).await.map_err(|error| {
         if error.is::<BodyTooLarge>() {
@@ -45,8 +61,15 @@ pub async fn read_single(body: ProxyBody, max_message_bytes: usize) -> Result<By
     let mut splitter = MessageSplitter::new(max_message_bytes);
     splitter.push(&bytes);
     let mut messages = Vec::with_capacity(1);
-    while let Some(message) = splitter.next_message()? {
-        messages.push(message);
+    loop {
+        match splitter.next_message() {
+            Ok(Some(message)) => messages.push(message),
+            Ok(None) => break,
+            Err(FrameError::Compressed) if !encoding_declared => {
+                return Err(RequestError::CompressedWithoutEncoding);
+            }
+            Err(error) => return Err(error.into()),
+        }
     }
     splitter.finish()?;
     match messages.len() {
@@ -157,20 +180,44 @@ mod tests {
     #[tokio::test]
     async fn exactly_one_bounded_message_is_read() {
         let one = grpc_frame::encode(b"hello");
-        let read = read_single(body::full(one.clone()), 16).await.unwrap();
+        let read = read_single(body::full(one.clone()), 16, false)
+            .await
+            .unwrap();
         assert_eq!(&read[..], b"hello");
         let two = Bytes::from([one.clone(), one.clone()].concat());
         assert!(matches!(
-            read_single(body::full(two), 16).await,
+            read_single(body::full(two), 16, false).await,
             Err(RequestError::MessageCount(2))
         ));
         assert!(matches!(
-            read_single(body::full(one), 4).await,
+            read_single(body::full(one), 4, false).await,
             Err(RequestError::TooLarge { max: 4 })
         ));
         assert!(matches!(
-            read_single(body::empty(), 4).await,
+            read_single(body::empty(), 4, false).await,
             Err(RequestError::MessageCount(0))
         ));
+    }
+
+    #[tokio::test]
+    async fn a_compressed_message_is_unreadable_or_mis_flagged_by_the_headers() {
+        let mut compressed = grpc_frame::encode(b"hello").to_vec();
+        compressed[0] = 1;
+        let compressed = Bytes::from(compressed);
+        assert!(matches!(
+            read_single(body::full(compressed.clone()), 16, true).await,
+            Err(RequestError::Frame(FrameError::Compressed))
+        ));
+        assert!(matches!(
+            read_single(body::full(compressed), 16, false).await,
+            Err(RequestError::CompressedWithoutEncoding)
+        ));
+
+        let mut headers = http::HeaderMap::new();
+        assert!(!declares_encoding(&headers));
+        headers.insert("grpc-encoding", "identity".parse().unwrap());
+        assert!(!declares_encoding(&headers));
+        headers.insert("grpc-encoding", "gzip".parse().unwrap());
+        assert!(declares_encoding(&headers));
     }
 }
