@@ -159,7 +159,7 @@ pub async fn oversized_messages(addr: SocketAddr) -> anyhow::Result<()> {
 /// The compressed flag without any `grpc-encoding` header (a client fault), the same
 /// with `grpc-encoding: gzip` (an encoding neither front decodes), and a flag that is
 /// neither 0 nor 1. The executor and the proxy answer each alike.
-pub async fn compressed_without_encoding(addr: SocketAddr) -> anyhow::Result<()> {
+pub async fn compression_flags(addr: SocketAddr) -> anyhow::Result<()> {
     let body = FindMissingBlobsRequest::default().encode_to_vec();
     let flagged = grpc_frame_with(1, body.len() as u32, &body);
     let reply = raw(addr, FIND_MISSING, vec![flagged.clone()]).await?;

@@ -86,7 +86,7 @@ async fn hostile_input_to_a_proxy_gets_precise_statuses_and_dials_nothing() {
     hostile::malformed_protobuf(addr).await.unwrap();
     hostile::truncated_frames(addr).await.unwrap();
     hostile::oversized_messages(addr).await.unwrap();
-    hostile::compressed_without_encoding(addr).await.unwrap();
+    hostile::compression_flags(addr).await.unwrap();
     hostile::broken_write_streams(addr, &clients).await.unwrap();
     hostile::wrong_digests(&clients).await.unwrap();
     hostile::enormous_batches(&clients).await.unwrap();
