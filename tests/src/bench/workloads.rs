@@ -112,12 +112,8 @@ pub async fn bytestream_write(
     data: Bytes,
     digest: &Digest,
 ) -> anyhow::Result<f64> {
-    let size = data.len() as f64;
-    let start = Instant::now();
-    tokio::time::timeout(TRANSFER_TIMEOUT, clients.upload_as(digest, data))
-        .await
-        .map_err(|_| Stalled("ByteStream Write"))??;
-    Ok(size / 1e6 / start.elapsed().as_secs_f64())
+    let size = data.len();
+    timed_write("ByteStream Write", size, clients.upload_as(digest, data)).await
 }
 
 /// Writes `data` under `digest` to `addr` the way Bazel does (16 KiB messages, one
@@ -128,19 +124,23 @@ pub async fn bytestream_write_bazel_chunks(
     data: Bytes,
     digest: &Digest,
 ) -> anyhow::Result<f64> {
-    let size = data.len() as f64;
+    use super::bazel_upload::{BAZEL_CHUNK_BYTES, upload};
+    let size = data.len();
+    let write = upload(addr, instance, digest, data, BAZEL_CHUNK_BYTES);
+    timed_write("ByteStream Write in 16 KiB chunks", size, write).await
+}
+
+/// Runs `write` of `size` bytes within `TRANSFER_TIMEOUT`; returns MB/s.
+async fn timed_write(
+    what: &'static str,
+    size: usize,
+    write: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<f64> {
     let start = Instant::now();
-    let upload = super::bazel_upload::upload(
-        addr,
-        instance,
-        digest,
-        data,
-        super::bazel_upload::BAZEL_CHUNK_BYTES,
-    );
-    tokio::time::timeout(TRANSFER_TIMEOUT, upload)
+    tokio::time::timeout(TRANSFER_TIMEOUT, write)
         .await
-        .map_err(|_| Stalled("ByteStream Write in 16 KiB chunks"))??;
-    Ok(size / 1e6 / start.elapsed().as_secs_f64())
+        .map_err(|_| Stalled(what))??;
+    Ok(size as f64 / 1e6 / start.elapsed().as_secs_f64())
 }
 
 /// Reads the blob `digest` back with ByteStream Read and checks it is `data`;
