@@ -11,7 +11,7 @@ mod support;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use support::netns::{Network, cluster_in};
+use support::netns::{Network, alive_members, cluster_in};
 use support::node::{Node, NodeSpec};
 
 const IDS: [&str; 3] = ["a", "b", "c"];
@@ -53,14 +53,7 @@ async fn wait_one_cluster(network: &Network, index: usize, limit: Duration) {
         limit,
         || async {
             let admin = Network::addr(index, ADMIN_PORT);
-            let report = cluster_in(network.namespace(index), admin).await?;
-            let mut alive: Vec<&str> = report
-                .members
-                .iter()
-                .filter(|m| m.state == "alive" && m.load.is_some())
-                .map(|m| m.node_id.as_str())
-                .collect();
-            alive.sort_unstable();
+            let alive = alive_members(network.namespace(index), admin).await?;
             (alive == IDS).then_some(())
         },
     )

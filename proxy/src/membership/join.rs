@@ -1,6 +1,11 @@
 //! Resolves the `join` list (static `host:port` entries, DNS names re-resolved every
 //! round, as a Kubernetes headless service needs) and hands the addresses to the
 //! membership task, which announces to those it does not know yet.
+//!
+//! A name that stops resolving is logged once as a warning, and once more when it
+//! resolves again: a misspelt Service name leaves a node alone, which its operator
+//! should see without turning on debug logs, while a Service with no ready pods yet
+//! (every node starting at once) costs one line per node.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -20,16 +25,27 @@ pub async fn resolve_periodically(
     }
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Per seed: whether its last lookup failed (or found no address).
+    let mut failing = vec![false; seeds.len()];
     loop {
         tokio::select! {
             _ = ticker.tick() => {},
             () = shutdown.cancelled() => return,
         }
         let mut resolved = Vec::new();
-        for seed in &seeds {
-            match tokio::net::lookup_host(seed.as_str()).await {
-                Ok(addrs) => resolved.extend(addrs),
-                Err(error) => tracing::debug!(%seed, %error, "cannot resolve join address"),
+        for (seed, failing) in seeds.iter().zip(&mut failing) {
+            let found: Result<Vec<SocketAddr>, _> = tokio::net::lookup_host(seed.as_str())
+                .await
+                .map(Iterator::collect);
+            match found {
+                Ok(addrs) if !addrs.is_empty() => {
+                    if std::mem::replace(failing, false) {
+                        tracing::info!(%seed, addresses = addrs.len(), "join address resolves again");
+                    }
+                    resolved.extend(addrs);
+                }
+                Ok(_) => note_failure(seed, failing, "no addresses"),
+                Err(error) => note_failure(seed, failing, &error.to_string()),
             }
         }
         resolved.sort();
@@ -37,6 +53,13 @@ pub async fn resolve_periodically(
         if sink.send(resolved).await.is_err() {
             return;
         }
+    }
+}
+
+/// Logs a seed that does not resolve, once until it resolves again.
+fn note_failure(seed: &str, failing: &mut bool, error: &str) {
+    if !std::mem::replace(failing, true) {
+        tracing::warn!(%seed, %error, "cannot resolve join address; retrying every join_interval");
     }
 }
 

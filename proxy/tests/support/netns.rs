@@ -7,11 +7,18 @@
 //! it made (their veths go with them). Processes inside must be gone first: declare the
 //! `Network` before the nodes, so it drops after them.
 //!
+//! Each node namespace also gets a private `hosts` and `resolv.conf` under
+//! `/etc/netns/<name>/`, which `ip netns exec` mounts over `/etc/hosts` and
+//! `/etc/resolv.conf` for what it runs there. Names resolve from that `hosts` file
+//! only (the resolver named is the namespace's own loopback, where nothing answers), so
+//! a test can give a name A records the way a DNS server would, and nothing inside
+//! asks a real DNS server. `Network` removes those directories when dropped.
+//!
 //! The test process cannot open sockets inside a namespace, so it acts there through
 //! `ip netns exec NS remesh-probe …` (a tests-crate binary, built with the others).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::processes::proxy_binary;
@@ -69,6 +76,7 @@ impl Network {
             let ns = format!("{tag}-{}", (b'a' + index as u8) as char);
             ip(&["netns", "add", &ns]);
             network.nodes.push(ns.clone());
+            network.write_resolver_files(index);
             let cable = Self::cable(index);
             ip(&[
                 "-n", &br, "link", "add", &cable, "type", "veth", "peer", "name", "eth0", "netns",
@@ -102,6 +110,40 @@ impl Network {
         &self.nodes[index]
     }
 
+    /// The directory whose files `ip netns exec` mounts over `/etc` in node `index`'s
+    /// namespace.
+    fn etc_dir(&self, index: usize) -> PathBuf {
+        Path::new("/etc/netns").join(&self.nodes[index])
+    }
+
+    /// Rewrites node `index`'s private `hosts` file: localhost plus `records` (address,
+    /// name), a name listed several times resolving to every address given for it.
+    /// The file is rewritten in place, so processes already running in the namespace
+    /// see the new records at their next lookup.
+    pub fn write_hosts(&self, index: usize, records: &[(IpAddr, &str)]) {
+        let mut hosts = String::from("127.0.0.1 localhost\n::1 localhost\n");
+        for (address, name) in records {
+            hosts.push_str(&format!("{address} {name}\n"));
+        }
+        let path = self.etc_dir(index).join("hosts");
+        std::fs::write(&path, hosts)
+            .unwrap_or_else(|error| panic!("writing {}: {error}", path.display()));
+    }
+
+    /// A resolver that answers from the hosts file only, which names localhost alone.
+    fn write_resolver_files(&self, index: usize) {
+        let dir = self.etc_dir(index);
+        std::fs::create_dir_all(&dir)
+            .unwrap_or_else(|error| panic!("creating {}: {error}", dir.display()));
+        // A query that gets past the hosts file is refused at once, inside.
+        std::fs::write(
+            dir.join("resolv.conf"),
+            "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n",
+        )
+        .unwrap_or_else(|error| panic!("writing {}/resolv.conf: {error}", dir.display()));
+        self.write_hosts(index, &[]);
+    }
+
     /// Unplugs (`false`) or plugs back (`true`) node `index`'s cable.
     pub fn set_link(&self, index: usize, up: bool) {
         let cable = Self::cable(index);
@@ -112,6 +154,9 @@ impl Network {
 
 impl Drop for Network {
     fn drop(&mut self) {
+        for index in 0..self.nodes.len() {
+            let _ = std::fs::remove_dir_all(self.etc_dir(index));
+        }
         for ns in self.nodes.iter().chain([&self.bridge_ns]) {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
@@ -157,6 +202,20 @@ pub async fn cluster_in(ns: &str, admin: SocketAddr) -> Option<remesh_proxy::adm
         .await
         .ok()?;
     serde_json::from_str(&body).ok()
+}
+
+/// The node ids a node reports alive with a load record, read from inside its
+/// namespace; `None` while its admin port does not answer.
+pub async fn alive_members(ns: &str, admin: SocketAddr) -> Option<Vec<String>> {
+    let report = cluster_in(ns, admin).await?;
+    let mut alive: Vec<String> = report
+        .members
+        .into_iter()
+        .filter(|member| member.state == "alive" && member.load.is_some())
+        .map(|member| member.node_id)
+        .collect();
+    alive.sort_unstable();
+    Some(alive)
 }
 
 /// What `remesh-probe execute` reports.
