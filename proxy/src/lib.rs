@@ -35,7 +35,8 @@
 //! - `fuzzing`: entry points of the fuzz targets in `fuzz/`.
 //!
 //! The binary (`main.rs`) adds `serve` (one proxy) and `up` (`up.rs`: a loopback
-//! cluster of executors and proxies for trying remesh and for tests).
+//! cluster of executors and proxies for trying remesh and for tests; `up_children.rs`:
+//! the processes it started, stopped by pid; `up_pki.rs`: its throwaway mesh CA).
 #![forbid(unsafe_code)]
 
 pub mod admin;

@@ -21,6 +21,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod status_cli;
 mod up;
+mod up_children;
 mod up_pki;
 
 #[derive(Parser)]

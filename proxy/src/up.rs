@@ -12,25 +12,17 @@
 //! peer port with mutual TLS under a throwaway mesh CA (`up_pki`), and peers only
 //! meet there; the client ports stay plaintext loopback unless `--tls` is given.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use remesh_proxy::config::Policy;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
-use tokio::sync::mpsc;
 
-/// How long a child may take to print its ready line.
-const READY_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long children get to exit after SIGTERM.
-const STOP_GRACE: Duration = Duration::from_secs(15);
+use crate::up_children::{Children, READY_TIMEOUT};
 
 #[derive(Debug, clap::Args)]
 pub struct UpArgs {
@@ -121,83 +113,6 @@ struct ClusterReady<'a> {
     admin: SocketAddr,
     nodes: &'a [NodeReport],
     bazel_flags: Vec<String>,
-}
-
-/// The children, by pid, and a channel on which each reports its exit.
-struct Children {
-    running: HashMap<u32, String>,
-    exits: mpsc::UnboundedSender<(u32, std::process::ExitStatus)>,
-}
-
-impl Children {
-    /// Spawns `command`, reads its first stdout line as JSON, keeps draining stdout.
-    async fn spawn_ready<T: for<'de> Deserialize<'de>>(
-        &mut self,
-        name: String,
-        command: &mut Command,
-        log: &Path,
-    ) -> anyhow::Result<(u32, T)> {
-        let log_file =
-            std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
-        command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log_file))
-            .kill_on_drop(true);
-        let mut child = command
-            .spawn()
-            .with_context(|| format!("starting {name}"))?;
-        let pid = child.id().context("child has no pid")?;
-        let stdout = child.stdout.take().context("child stdout")?;
-        self.running.insert(pid, name.clone());
-        let exits = self.exits.clone();
-        tokio::spawn(async move {
-            if let Ok(status) = child.wait().await {
-                let _ = exits.send((pid, status));
-            }
-        });
-        let mut lines = BufReader::new(stdout).lines();
-        let line = tokio::time::timeout(READY_TIMEOUT, lines.next_line())
-            .await
-            .with_context(|| {
-                format!(
-                    "{name} printed no ready line within {READY_TIMEOUT:?}; see {}",
-                    log.display()
-                )
-            })??
-            .with_context(|| format!("{name} exited before it was ready; see {}", log.display()))?;
-        let ready =
-            serde_json::from_str(&line).with_context(|| format!("{name} ready line {line:?}"))?;
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Ok((pid, ready))
-    }
-
-    /// SIGTERM to every child still running, then SIGKILL to those that outlive the
-    /// grace period.
-    async fn stop_all(
-        &mut self,
-        exits: &mut mpsc::UnboundedReceiver<(u32, std::process::ExitStatus)>,
-    ) {
-        for pid in self.running.keys() {
-            let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGTERM);
-        }
-        let deadline = tokio::time::Instant::now() + STOP_GRACE;
-        while !self.running.is_empty() {
-            match tokio::time::timeout_at(deadline, exits.recv()).await {
-                Ok(Some((pid, _))) => {
-                    self.running.remove(&pid);
-                }
-                Ok(None) => break,
-                Err(_) => {
-                    for (pid, name) in &self.running {
-                        eprintln!("{name} (pid {pid}) ignored SIGTERM; killing it");
-                        let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGKILL);
-                    }
-                    break;
-                }
-            }
-        }
-    }
 }
 
 fn executor_binary(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
@@ -291,11 +206,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    let (exits_tx, mut exits) = mpsc::unbounded_channel();
-    let mut children = Children {
-        running: HashMap::new(),
-        exits: exits_tx,
-    };
+    let (mut children, mut exits) = Children::new();
     let started = start_nodes(
         &mut children,
         &executor,
