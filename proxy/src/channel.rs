@@ -15,6 +15,7 @@ use std::time::Duration;
 use hyper::body::Incoming;
 use hyper::client::conn::http2::{self, SendRequest};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use prometheus_client::metrics::counter::Counter;
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
@@ -154,6 +155,8 @@ pub struct ChannelSettings {
     pub keepalive_interval: Duration,
     /// TLS for every connection made with these settings; `None` is h2c.
     pub tls: Option<TlsConnector>,
+    /// Counts connections that end with an error.
+    pub failures: Counter,
 }
 
 impl Default for ChannelSettings {
@@ -162,6 +165,7 @@ impl Default for ChannelSettings {
             connect_timeout: Duration::from_secs(3),
             keepalive_interval: Duration::from_secs(20),
             tls: None,
+            failures: Counter::default(),
         }
     }
 }
@@ -345,10 +349,16 @@ impl Http2Channel {
             source,
         })?;
         let closed = self.closed.clone();
+        let failures = self.settings.failures.clone();
         tokio::spawn(async move {
             tokio::select! {
+                // An error here failed every stream still open on the connection
+                // (an upstream that crashed, a keep-alive timeout, an HTTP/2
+                // protocol error such as too many resets): worth an operator's eye.
                 result = connection => if let Err(error) = result {
-                    tracing::debug!(%endpoint, %error, "upstream connection closed");
+                    failures.inc();
+                    let error = error_chain(&error);
+                    tracing::warn!(%endpoint, %error, "upstream connection failed");
                 },
                 // Dropping the connection fails its open streams.
                 () = closed.cancelled() => {

@@ -72,6 +72,9 @@ pub struct ProxyMetrics {
     /// Requests whose `x-remesh-hop` header was removed because their connection
     /// may not mark requests as forwarded (a client, or a peer on the wrong port).
     pub hop_headers_ignored_total: Counter,
+    /// Connections to upstreams that ended with an error, failing the streams open
+    /// on them, by `upstream` (`backend`, `peer`).
+    pub upstream_connection_failures_total: Family<Labels, Counter>,
 }
 
 impl Default for ProxyMetrics {
@@ -111,6 +114,12 @@ impl ProxyMetrics {
             "hop_headers_ignored",
             "Requests whose hop header was removed: their connection may not mark requests as forwarded",
             hop_headers_ignored_total.clone(),
+        );
+        let upstream_connection_failures_total = Family::<Labels, Counter>::default();
+        registry.register(
+            "upstream_connection_failures",
+            "Connections to the backend or a peer that ended with an error (a crash, a keep-alive timeout, an HTTP/2 protocol error), by upstream",
+            upstream_connection_failures_total.clone(),
         );
         let requests_total = Family::<RequestLabels, Counter>::default();
         let forwards_total = Family::<Labels, Counter>::default();
@@ -169,6 +178,7 @@ impl ProxyMetrics {
             tls_handshakes_total,
             grpc_connections_total,
             hop_headers_ignored_total,
+            upstream_connection_failures_total,
         }
     }
 

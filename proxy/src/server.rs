@@ -26,7 +26,7 @@ use crate::load::{LoadRecord, OpenExecutions, executor_watch};
 use crate::membership::identity::generation_now;
 use crate::membership::{self, ClusterView, MemberIdentity, MembershipEvents, MembershipSettings};
 use crate::mesh::Mesh;
-use crate::metrics::ProxyMetrics;
+use crate::metrics::{ProxyMetrics, label};
 use crate::operation_name::NodeId;
 use crate::route::{Router, RouterConfig};
 use crate::security::Security;
@@ -263,12 +263,20 @@ impl Prepared {
             connect_timeout: config.connect_timeout,
             ..ChannelSettings::default()
         };
+        let failures = |upstream: &str| {
+            metrics
+                .upstream_connection_failures_total
+                .get_or_create(&label("upstream", upstream))
+                .clone()
+        };
         let peer_settings = ChannelSettings {
             tls: security.peer_connector.clone(),
+            failures: failures("peer"),
             ..settings.clone()
         };
         let backend_settings = ChannelSettings {
             tls: security.backend_connector.clone(),
+            failures: failures("backend"),
             ..settings
         };
         let backend_endpoint =
