@@ -14,13 +14,10 @@ mod support;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use support::netns::{Network, alive_members};
-use support::node::{Node, NodeSpec};
+use support::netns::{GOSSIP_PORT, GRPC_PORT, Network};
+use support::node::Node;
 
 const IDS: [&str; 3] = ["a", "b", "c"];
-const GRPC_PORT: u16 = 8990;
-const ADMIN_PORT: u16 = 9466;
-const GOSSIP_PORT: u16 = 7946;
 /// The join seed of `deploy/k8s/remesh.yaml`: its headless Service's cluster name.
 const SERVICE: &str = "remesh-headless.default.svc.cluster.local";
 
@@ -34,11 +31,10 @@ fn proxy_log(node: &Node) -> String {
 
 /// The members node `index` reports alive with a load record, once it answers.
 async fn alive_seen_by(network: &Network, index: usize) -> Vec<String> {
-    let admin = Network::addr(index, ADMIN_PORT);
     support::eventually(
         &format!("{}'s admin port to answer", IDS[index]),
         Duration::from_secs(30),
-        || alive_members(network.namespace(index), admin),
+        || network.alive_members(index),
     )
     .await
 }
@@ -51,18 +47,7 @@ async fn nodes_joined_through_one_name_meet_once_it_has_records() {
     let join = vec![format!("{SERVICE}:{GOSSIP_PORT}")];
     let mut nodes = Vec::new();
     for (index, id) in IDS.iter().enumerate() {
-        nodes.push(
-            Node::start(NodeSpec {
-                netns: Some(network.namespace(index).to_owned()),
-                listen: Network::addr(index, GRPC_PORT),
-                admin_listen: Network::addr(index, ADMIN_PORT),
-                gossip_listen: Network::addr(index, GOSSIP_PORT),
-                executor_listen: Network::addr(index, 0),
-                join: join.clone(),
-                ..NodeSpec::loopback(id, dir.path(), 1)
-            })
-            .await,
-        );
+        nodes.push(Node::start(network.node_spec(index, id, dir.path(), 1, &join)).await);
     }
 
     // The name does not resolve: each node says so in its log, is a cluster of one,
@@ -97,9 +82,7 @@ async fn nodes_joined_through_one_name_meet_once_it_has_records() {
             &format!("{id} to see one cluster of three"),
             Duration::from_secs(30),
             || async {
-                let alive =
-                    alive_members(network.namespace(index), Network::addr(index, ADMIN_PORT))
-                        .await?;
+                let alive = network.alive_members(index).await?;
                 (alive == IDS).then_some(())
             },
         )

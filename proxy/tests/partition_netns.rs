@@ -11,13 +11,10 @@ mod support;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use support::netns::{Network, alive_members, cluster_in};
-use support::node::{Node, NodeSpec};
+use support::netns::{ADMIN_PORT, GOSSIP_PORT, GRPC_PORT, Network, cluster_in};
+use support::node::Node;
 
 const IDS: [&str; 3] = ["a", "b", "c"];
-const GRPC_PORT: u16 = 8990;
-const ADMIN_PORT: u16 = 9466;
-const GOSSIP_PORT: u16 = 7946;
 
 /// Node ids that `index`'s node reports in `state`.
 async fn members_in_state(network: &Network, index: usize, state: &str) -> BTreeSet<String> {
@@ -52,8 +49,7 @@ async fn wait_one_cluster(network: &Network, index: usize, limit: Duration) {
         &format!("{} to see one cluster of three", IDS[index]),
         limit,
         || async {
-            let admin = Network::addr(index, ADMIN_PORT);
-            let alive = alive_members(network.namespace(index), admin).await?;
+            let alive = network.alive_members(index).await?;
             (alive == IDS).then_some(())
         },
     )
@@ -84,15 +80,7 @@ async fn both_sides_of_a_partition_serve_and_the_cluster_heals() {
     // clients uploaded to b through b's executor (their shared tier 2).
     let mut nodes: Vec<Node> = Vec::new();
     for (index, (id, runners)) in IDS.iter().zip([2, 1, 2]).enumerate() {
-        let mut spec = NodeSpec {
-            netns: Some(network.namespace(index).to_owned()),
-            listen: Network::addr(index, GRPC_PORT),
-            admin_listen: Network::addr(index, ADMIN_PORT),
-            gossip_listen: Network::addr(index, GOSSIP_PORT),
-            executor_listen: Network::addr(index, 0),
-            join: join.clone(),
-            ..NodeSpec::loopback(id, dir.path(), runners)
-        };
+        let mut spec = network.node_spec(index, id, dir.path(), runners, &join);
         if *id == "c" {
             let tier2 = format!("grpc://{}", nodes[1].executor.ready.grpc);
             spec.executor_args = vec!["--backing-cache".into(), tier2];

@@ -21,7 +21,13 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use super::node::NodeSpec;
 use super::processes::proxy_binary;
+
+/// Every node listens on the same ports, each at its own address, as pods do.
+pub const GRPC_PORT: u16 = 8990;
+pub const ADMIN_PORT: u16 = 9466;
+pub const GOSSIP_PORT: u16 = 7946;
 
 /// Namespaces, a bridge and one cabled namespace per node.
 pub struct Network {
@@ -108,6 +114,41 @@ impl Network {
 
     pub fn namespace(&self, index: usize) -> &str {
         &self.nodes[index]
+    }
+
+    /// Node `index` (`id`, with `runners`) inside its namespace, on its own address
+    /// and the common ports, joining through `join`; its files under `dir`.
+    pub fn node_spec(
+        &self,
+        index: usize,
+        id: &str,
+        dir: &Path,
+        runners: usize,
+        join: &[String],
+    ) -> NodeSpec {
+        NodeSpec {
+            netns: Some(self.namespace(index).to_owned()),
+            listen: Self::addr(index, GRPC_PORT),
+            admin_listen: Self::addr(index, ADMIN_PORT),
+            gossip_listen: Self::addr(index, GOSSIP_PORT),
+            executor_listen: Self::addr(index, 0),
+            join: join.to_vec(),
+            ..NodeSpec::loopback(id, dir, runners)
+        }
+    }
+
+    /// The node ids node `index` reports alive with a load record, read from inside
+    /// its namespace; `None` while its admin port does not answer.
+    pub async fn alive_members(&self, index: usize) -> Option<Vec<String>> {
+        let report = cluster_in(self.namespace(index), Self::addr(index, ADMIN_PORT)).await?;
+        let mut alive: Vec<String> = report
+            .members
+            .into_iter()
+            .filter(|member| member.state == "alive" && member.load.is_some())
+            .map(|member| member.node_id)
+            .collect();
+        alive.sort_unstable();
+        Some(alive)
     }
 
     /// The directory whose files `ip netns exec` mounts over `/etc` in node `index`'s
@@ -202,20 +243,6 @@ pub async fn cluster_in(ns: &str, admin: SocketAddr) -> Option<remesh_proxy::adm
         .await
         .ok()?;
     serde_json::from_str(&body).ok()
-}
-
-/// The node ids a node reports alive with a load record, read from inside its
-/// namespace; `None` while its admin port does not answer.
-pub async fn alive_members(ns: &str, admin: SocketAddr) -> Option<Vec<String>> {
-    let report = cluster_in(ns, admin).await?;
-    let mut alive: Vec<String> = report
-        .members
-        .into_iter()
-        .filter(|member| member.state == "alive" && member.load.is_some())
-        .map(|member| member.node_id)
-        .collect();
-    alive.sort_unstable();
-    Some(alive)
 }
 
 /// What `remesh-probe execute` reports.
