@@ -10,7 +10,9 @@
 //! - `all`: everything, in one session.
 //!
 //! Prints Markdown tables of medians over `--runs` rounds (default 5). The suites live
-//! in `remesh_tests::bench`.
+//! in `remesh_tests::bench`. SIGINT or SIGTERM to the benchmark alone stops it and
+//! every process it started: the running suite is dropped, and with it their handles,
+//! which stop them by pid.
 #![forbid(unsafe_code)]
 
 use anyhow::{Context, bail};
@@ -55,6 +57,17 @@ fn parse() -> anyhow::Result<(Suite, usize)> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let (suite, runs) = parse()?;
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
+    tokio::select! {
+        result = run(suite, runs) => result,
+        _ = terminate.recv() => bail!("stopped by SIGTERM; every process it started is stopped"),
+        _ = interrupt.recv() => bail!("stopped by SIGINT; every process it started is stopped"),
+    }
+}
+
+async fn run(suite: Suite, runs: usize) -> anyhow::Result<()> {
     let cpus = std::thread::available_parallelism().map_or(1, usize::from);
     println!("{runs} rounds; {cpus} CPUs.\n");
     if matches!(suite, Suite::Executor | Suite::All) {
