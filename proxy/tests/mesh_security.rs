@@ -11,7 +11,8 @@
 //! (though it looks the best candidate) and it cannot forward to the mesh.
 //!
 //! This is the shared-port layout (peers and clients on one TLS port); the peer-port
-//! layout (`peer_listen`) has its own test, `mesh_peer_port`.
+//! layout (`peer_listen`) has its own test, `mesh_peer_port`, and the TLS layouts
+//! `remesh-proxy up` builds are tested in `up_tls`.
 
 mod support;
 
@@ -20,11 +21,10 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use remesh_proto::reapi::capabilities_client::CapabilitiesClient;
+use remesh_proto::reapi::ExecuteRequest;
 use remesh_proto::reapi::execution_client::ExecutionClient;
-use remesh_proto::reapi::{ExecuteRequest, GetCapabilitiesRequest};
 use support::fake_backend::FakeBackend;
-use support::processes::{UpCluster, metric};
+use support::processes::metric;
 use support::secure::{
     Ca, LeafFiles, ServeProcess, alive_members, assert_mesh_never_forwards_to, ca_bundle,
     execute_request, execute_to_end, execute_with_forged_hop, keyring_file,
@@ -389,150 +389,4 @@ async fn sealed_mtls_mesh_forms_forwards_and_keeps_strangers_out() {
     );
     drop(held);
     drop(rogue_held);
-}
-
-/// `up --tls` starts a three-node mesh with client TLS (client certificates
-/// required), mutual TLS between peers on their peer ports and sealed gossip, and
-/// prints the flags a client needs: with them, a TLS client reaches the real
-/// executor behind node 0.
-///
-/// (Bazel itself is not driven here: Debian's Bazel 4.2.3 on its JDK 17 fails
-/// before dialling any grpcs:// endpoint with "JDK provider does not support ALPN
-/// protocol", whatever the server does.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn up_with_tls_serves_tls_clients_on_a_sealed_mtls_mesh() {
-    remesh_proxy::tls::install_crypto_provider();
-    let dir = tempfile::tempdir().unwrap();
-    let cluster = UpCluster::start_with(
-        3,
-        "1",
-        &dir.path().join("cluster"),
-        &["--tls", "--tls-client-auth", "required"],
-    )
-    .await;
-    let flags = &cluster.ready.bazel_flags;
-    let flag = |name: &str| {
-        flags
-            .iter()
-            .find_map(|f| f.strip_prefix(name))
-            .unwrap_or_else(|| panic!("{name} missing in {flags:?}"))
-            .to_owned()
-    };
-    let executor = flag("--remote_executor=grpcs://");
-    assert_eq!(executor, cluster.node(0).grpc.to_string());
-    let read = |path: String| std::fs::read(path).unwrap();
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(read(flag("--tls_certificate="))))
-        .domain_name("127.0.0.1");
-    let endpoint = |tls: ClientTlsConfig| {
-        Endpoint::from_shared(format!("https://{executor}"))
-            .unwrap()
-            .tls_config(tls)
-            .unwrap()
-            .connect_timeout(Duration::from_secs(10))
-    };
-    let with_cert = tls.clone().identity(Identity::from_pem(
-        read(flag("--tls_client_certificate=")),
-        read(flag("--tls_client_key=")),
-    ));
-    let channel = endpoint(with_cert)
-        .connect()
-        .await
-        .expect("TLS with a client certificate");
-    let capabilities = CapabilitiesClient::new(channel)
-        .get_capabilities(GetCapabilitiesRequest {
-            instance_name: "main".into(),
-        })
-        .await
-        .expect("Capabilities from the executor through TLS")
-        .into_inner();
-    assert!(capabilities.execution_capabilities.is_some());
-    if let Ok(channel) = endpoint(tls).connect().await {
-        CapabilitiesClient::new(channel)
-            .get_capabilities(GetCapabilitiesRequest {
-                instance_name: "main".into(),
-            })
-            .await
-            .expect_err("a client without a certificate is refused");
-    }
-    assert_peer_ports_and_sealed_gossip(&cluster).await;
-    assert!(cluster.stop().await.success());
-}
-
-/// What `up --mesh-tls` and `up --tls` share: every node has a peer port, which is
-/// what the others gossip as its gRPC address and which refuses plaintext; gossip
-/// is sealed.
-async fn assert_peer_ports_and_sealed_gossip(cluster: &UpCluster) {
-    let report = support::cluster(cluster.node(0).admin)
-        .await
-        .expect("node 0's /cluster");
-    for node in &cluster.ready.nodes {
-        assert_eq!(alive_members(node.admin).await, 3);
-        let opened = metric(
-            node.admin,
-            "remesh_proxy_gossip_seal_packets_total{outcome=\"opened\"}",
-        )
-        .await;
-        assert!(opened > 0.0, "{}: gossip is sealed", node.node_id);
-        let peer = node.peer.expect("up names each node's peer port");
-        let member = report
-            .members
-            .iter()
-            .find(|m| m.node_id == node.node_id)
-            .expect("a member");
-        assert_eq!(
-            member.grpc_addr,
-            peer.to_string(),
-            "peers dial the peer port"
-        );
-        let plaintext = Endpoint::from_shared(format!("http://{peer}"))
-            .unwrap()
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(10))
-            .connect()
-            .await;
-        if let Ok(channel) = plaintext {
-            CapabilitiesClient::new(channel)
-                .get_capabilities(GetCapabilitiesRequest {
-                    instance_name: "main".into(),
-                })
-                .await
-                .expect_err("the peer port refuses plaintext");
-        }
-    }
-}
-
-/// `up --mesh-tls`: mutual TLS between the nodes only; the flags printed for Bazel
-/// are plaintext `grpc://` to node 0's client port, and they work.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn up_with_mesh_tls_gives_clients_plaintext_and_peers_mutual_tls() {
-    remesh_proxy::tls::install_crypto_provider();
-    let dir = tempfile::tempdir().unwrap();
-    let cluster = UpCluster::start_with(3, "1", &dir.path().join("cluster"), &["--mesh-tls"]).await;
-    let flags = &cluster.ready.bazel_flags;
-    let executor = flags
-        .iter()
-        .find_map(|f| f.strip_prefix("--remote_executor="))
-        .unwrap_or_else(|| panic!("--remote_executor missing in {flags:?}"));
-    assert_eq!(executor, format!("grpc://{}", cluster.node(0).grpc));
-    assert!(
-        !flags.iter().any(|f| f.starts_with("--tls")),
-        "no client TLS flags: {flags:?}"
-    );
-    let channel = Endpoint::from_shared(executor.replace("grpc://", "http://"))
-        .unwrap()
-        .connect_timeout(Duration::from_secs(10))
-        .connect()
-        .await
-        .expect("plaintext to node 0's client port");
-    let capabilities = CapabilitiesClient::new(channel)
-        .get_capabilities(GetCapabilitiesRequest {
-            instance_name: "main".into(),
-        })
-        .await
-        .expect("Capabilities from the executor in plaintext")
-        .into_inner();
-    assert!(capabilities.execution_capabilities.is_some());
-    assert_peer_ports_and_sealed_gossip(&cluster).await;
-    assert!(cluster.stop().await.success());
 }
