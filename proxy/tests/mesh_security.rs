@@ -27,7 +27,7 @@ use support::fake_backend::FakeBackend;
 use support::processes::metric;
 use support::secure::{
     Ca, LeafFiles, ServeProcess, alive_members, assert_mesh_never_forwards_to, ca_bundle,
-    execute_request, execute_to_end, execute_with_forged_hop, keyring_file,
+    connect_plaintext, execute_request, execute_to_end, execute_with_forged_hop, keyring_file,
 };
 use support::{eventually, wait_member_state};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
@@ -196,13 +196,7 @@ async fn sealed_mtls_mesh_forms_forwards_and_keeps_strangers_out() {
     );
 
     // Phase 3: a plaintext client and a client without a certificate are refused.
-    let plaintext = Endpoint::from_shared(format!("http://{}", a.ready.grpc))
-        .unwrap()
-        .connect_timeout(Duration::from_secs(10))
-        .timeout(Duration::from_secs(10))
-        .connect()
-        .await;
-    if let Ok(channel) = plaintext {
+    if let Ok(channel) = connect_plaintext(a.ready.grpc).await {
         let status = ExecutionClient::new(channel)
             .execute(execute_request("main", "plain"))
             .await

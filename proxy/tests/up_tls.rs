@@ -11,7 +11,7 @@ use std::time::Duration;
 use remesh_proto::reapi::GetCapabilitiesRequest;
 use remesh_proto::reapi::capabilities_client::CapabilitiesClient;
 use support::processes::{UpCluster, metric};
-use support::secure::alive_members;
+use support::secure::{alive_members, connect_plaintext};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 /// `up --tls` starts a three-node mesh with client TLS (client certificates
@@ -108,13 +108,7 @@ async fn assert_peer_ports_and_sealed_gossip(cluster: &UpCluster) {
             peer.to_string(),
             "peers dial the peer port"
         );
-        let plaintext = Endpoint::from_shared(format!("http://{peer}"))
-            .unwrap()
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(10))
-            .connect()
-            .await;
-        if let Ok(channel) = plaintext {
+        if let Ok(channel) = connect_plaintext(peer).await {
             CapabilitiesClient::new(channel)
                 .get_capabilities(GetCapabilitiesRequest {
                     instance_name: "main".into(),

@@ -150,6 +150,18 @@ pub async fn alive_members(admin: SocketAddr) -> usize {
     })
 }
 
+/// A plaintext (h2c) connection to a TLS-only port, bounded in time: the handshake
+/// may fail, or succeed at the TCP level and leave every call to fail. Callers
+/// check the calls when it connects.
+pub async fn connect_plaintext(addr: SocketAddr) -> Result<Channel, tonic::transport::Error> {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("a loopback URL")
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(10))
+        .connect()
+        .await
+}
+
 pub use super::fake_backend::execute_request;
 
 /// Runs one Execute to its end; returns the last operation's name.
