@@ -34,6 +34,10 @@ pub struct Config {
     pub backing_cache: Option<String>,
     /// Instance name sent to the backing cache (BuildGrid, for one, refuses unknown ones).
     pub backing_instance_name: String,
+    /// The backing cache is read-through only: no blob or action result is ever written
+    /// to it. For a tier 2 that takes no writes, such as a node's proxy `fill_listen`
+    /// endpoint, which answers misses from the other nodes. Needs `backing_cache`.
+    pub backing_read_only: bool,
     /// PEM file of the CA(s) that sign the backing cache's server certificate. Required
     /// for `grpcs://`: no system or bundled roots are loaded, so without it no server
     /// could be trusted (for a publicly signed server, give that public CA's PEM).
@@ -122,6 +126,7 @@ impl Default for Config {
             cas_max_bytes: 10 << 30,
             backing_cache: None,
             backing_instance_name: String::new(),
+            backing_read_only: false,
             backing_ca_file: None,
             backing_cert_file: None,
             backing_key_file: None,
@@ -204,6 +209,9 @@ impl Config {
                 "backing_cache",
                 format!("{url:?} must start with grpc:// or grpcs://"),
             ));
+        }
+        if self.backing_read_only && self.backing_cache.is_none() {
+            return Err(invalid("backing_read_only", "needs a backing_cache"));
         }
         self.validate_backing_tls()?;
         if self.queue_max == 0 {
@@ -331,6 +339,14 @@ pub struct Args {
     pub backing_cache: Option<String>,
     #[arg(long, env = "REMESH_EXECUTOR_BACKING_INSTANCE_NAME")]
     pub backing_instance_name: Option<String>,
+    /// `--backing-read-only` alone means true.
+    #[arg(
+        long,
+        env = "REMESH_EXECUTOR_BACKING_READ_ONLY",
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub backing_read_only: Option<bool>,
     #[arg(long, env = "REMESH_EXECUTOR_BACKING_CA_FILE")]
     pub backing_ca_file: Option<PathBuf>,
     #[arg(long, env = "REMESH_EXECUTOR_BACKING_CERT_FILE")]
@@ -396,6 +412,7 @@ impl Args {
             max_message_bytes,
             max_concurrent_streams,
             backing_instance_name,
+            backing_read_only,
             sandbox,
             bwrap_path,
             max_output_bytes,
@@ -421,67 +438,8 @@ impl Args {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn defaults_are_valid() {
-        Config::default().validate().unwrap();
-    }
-
-    #[test]
-    fn unknown_fields_are_refused() {
-        let error =
-            toml::from_str::<Config>("listen = \"127.0.0.1:1\"\nlisten_typo = 3\n").unwrap_err();
-        assert!(error.to_string().contains("listen_typo"), "{error}");
-    }
-
-    #[test]
-    fn durations_are_human() {
-        let config: Config = toml::from_str("keepalive_interval = \"500ms\"").unwrap();
-        assert_eq!(config.keepalive_interval, Duration::from_millis(500));
-    }
-
-    #[test]
-    fn validate_names_the_field() {
-        let config = Config {
-            queue_max: 0,
-            ..Config::default()
-        };
-        assert!(
-            config
-                .validate()
-                .unwrap_err()
-                .to_string()
-                .starts_with("queue_max:")
-        );
-        let config = Config {
-            backing_cache: Some("http://x".into()),
-            ..Config::default()
-        };
-        assert!(
-            config
-                .validate()
-                .unwrap_err()
-                .to_string()
-                .starts_with("backing_cache:")
-        );
-    }
-
-    #[test]
-    fn flags_override_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("executor.toml");
-        std::fs::write(&path, "runners = 3\nqueue_max = 7\n").unwrap();
-        let args = Args {
-            config: Some(path),
-            queue_max: Some(9),
-            ..Args::default()
-        };
-        let config = args.into_config().unwrap();
-        assert_eq!((config.runners, config.queue_max), (3, 9));
-    }
-}
+#[path = "config_tests.rs"]
+mod tests;
 
 #[cfg(test)]
 #[path = "config_limits_tests.rs"]

@@ -33,4 +33,7 @@ pub mod service;
 pub mod storage;
 
 pub use config::{Args, Config};
+/// Request metadata asking for an answer from the local tier only (defined once, in
+/// remesh-proto, for the proxy that sends it and the executor that honours it).
+pub use remesh_proto::LOCAL_ONLY_HEADER;
 pub use server::{Executor, Listeners, ReadyLine, RunError, run};

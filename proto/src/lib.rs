@@ -12,6 +12,12 @@ pub use bazel_remote_apis::google::longrunning;
 pub use bazel_remote_apis::google::protobuf;
 pub use bazel_remote_apis::google::rpc;
 
+/// Request metadata asking a remesh executor to answer from its local storage tier
+/// only, never from its backing cache. A node's fill endpoint (remesh-proxy's
+/// `fill_listen`) sends it with every question to its peers, so that a miss on one
+/// node never turns into every node asking every other in turn.
+pub const LOCAL_ONLY_HEADER: &str = "remesh-local-only";
+
 /// `remesh.load.v1`: an executor's queue depth and capacity, for its proxy.
 pub mod load {
     tonic::include_proto!("remesh.load.v1");

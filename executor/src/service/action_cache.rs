@@ -8,7 +8,7 @@ use remesh_proto::reapi::action_cache_server::ActionCache as ActionCacheApi;
 use remesh_proto::reapi::{ActionResult, GetActionResultRequest, UpdateActionResultRequest};
 use tonic::{Request, Response, Status};
 
-use super::{check_digest_function, client_digest};
+use super::{check_digest_function, client_digest, storage_for};
 use crate::storage::ActionCache;
 
 pub struct ActionCacheService {
@@ -27,10 +27,11 @@ impl ActionCacheApi for ActionCacheService {
         &self,
         request: Request<GetActionResultRequest>,
     ) -> Result<Response<ActionResult>, Status> {
+        let cache = storage_for(&self.cache, request.metadata());
         let request = request.into_inner();
         check_digest_function(request.digest_function)?;
         let action = client_digest("action_digest", request.action_digest.as_ref())?;
-        match self.cache.get(&action).await? {
+        match cache.get(&action).await? {
             Some(result) => Ok(Response::new(result)),
             None => Err(Status::not_found(format!(
                 "no cached result for action {action}"

@@ -77,9 +77,8 @@ impl ByteStream for ByteStreamService {
         &self,
         request: Request<ReadRequest>,
     ) -> Result<Response<Self::ReadStream>, Status> {
-        Ok(Response::new(
-            read::read(&self.cas, request.into_inner()).await?,
-        ))
+        let cas = super::storage_for(&self.cas, request.metadata());
+        Ok(Response::new(read::read(&cas, request.into_inner()).await?))
     }
 
     async fn write(

@@ -17,7 +17,7 @@ use remesh_proto::reapi::{
 };
 use tonic::{Request, Response, Status};
 
-use super::{check_digest_function, client_digest, rpc_status};
+use super::{check_digest_function, client_digest, rpc_status, storage_for};
 use crate::config::Config;
 use crate::digest::BlobDigest;
 use crate::storage::Cas;
@@ -84,6 +84,7 @@ impl ContentAddressableStorage for CasService {
         &self,
         request: Request<FindMissingBlobsRequest>,
     ) -> Result<Response<FindMissingBlobsResponse>, Status> {
+        let cas = storage_for(&self.cas, request.metadata());
         let request = request.into_inner();
         check_digest_function(request.digest_function)?;
         let digests = request
@@ -91,7 +92,7 @@ impl ContentAddressableStorage for CasService {
             .iter()
             .map(|digest| client_digest("blob_digests", Some(digest)))
             .collect::<Result<Vec<_>, _>>()?;
-        let missing = self.cas.find_missing(&digests).await?;
+        let missing = cas.find_missing(&digests).await?;
         Ok(Response::new(FindMissingBlobsResponse {
             missing_blob_digests: missing.iter().map(BlobDigest::to_proto).collect(),
         }))
@@ -132,6 +133,7 @@ impl ContentAddressableStorage for CasService {
         &self,
         request: Request<BatchReadBlobsRequest>,
     ) -> Result<Response<BatchReadBlobsResponse>, Status> {
+        let cas = &storage_for(&self.cas, request.metadata());
         let request = request.into_inner();
         check_digest_function(request.digest_function)?;
         let digests = request
@@ -163,7 +165,7 @@ impl ContentAddressableStorage for CasService {
         }
         let responses = futures::stream::iter(digests)
             .map(|digest| async move {
-                let (data, status) = match self.cas.read_bytes(&digest).await {
+                let (data, status) = match cas.read_bytes(&digest).await {
                     Ok(Some(data)) => (data.to_vec(), Status::ok("")),
                     Ok(None) => (
                         Vec::new(),
@@ -190,10 +192,10 @@ impl ContentAddressableStorage for CasService {
         &self,
         request: Request<GetTreeRequest>,
     ) -> Result<Response<Self::GetTreeStream>, Status> {
+        let cas = storage_for(&self.cas, request.metadata());
         let request = request.into_inner();
         check_digest_function(request.digest_function)?;
-        let walk =
-            get_tree::TreeWalk::start(self.cas.clone(), &request, self.max_message_bytes).await?;
+        let walk = get_tree::TreeWalk::start(cas, &request, self.max_message_bytes).await?;
         Ok(Response::new(Box::pin(walk.into_stream())))
     }
 

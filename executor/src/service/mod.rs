@@ -1,5 +1,9 @@
 //! One file per gRPC service: each translates requests into calls on `storage` and
 //! `execution`, validates what the client sent, and maps errors to precise statuses.
+//!
+//! Reads carrying `LOCAL_ONLY_HEADER` (FindMissingBlobs, BatchReadBlobs, GetTree,
+//! ByteStream Read, GetActionResult) are answered from the local tier only, through
+//! `storage_for`.
 
 mod action_cache;
 mod bytestream;
@@ -9,12 +13,15 @@ mod execution;
 #[cfg(test)]
 mod limits_tests;
 mod load;
+#[cfg(test)]
+mod local_only_tests;
 mod operations;
 #[cfg(test)]
 pub(crate) mod test_support;
 
 use remesh_proto::reapi::digest_function;
 use tonic::Status;
+use tonic::metadata::MetadataMap;
 use tonic::service::Routes;
 
 pub use action_cache::ActionCacheService;
@@ -92,6 +99,35 @@ pub fn load_routes(config: &Config, engine: &Engine) -> Routes {
         LoadServer::new(LoadService::new(engine.clone()))
             .max_decoding_message_size(config.max_message_bytes),
     )
+}
+
+/// A storage handle with a view that never reads from the backing cache.
+pub(crate) trait LocalOnly: Clone {
+    fn local_only(&self) -> Self;
+}
+
+impl LocalOnly for Cas {
+    fn local_only(&self) -> Self {
+        Cas::local_only(self)
+    }
+}
+
+impl LocalOnly for ActionCache {
+    fn local_only(&self) -> Self {
+        ActionCache::local_only(self)
+    }
+}
+
+/// The storage a read is answered from: `storage` itself, or its local-only view when
+/// the request carries `LOCAL_ONLY_HEADER`. Such requests come from another node's fill
+/// endpoint; reading through here would ask this node's backing cache, that is its own
+/// fill endpoint, which would ask every node again.
+pub(crate) fn storage_for<S: LocalOnly>(storage: &S, metadata: &MetadataMap) -> S {
+    if metadata.contains_key(crate::LOCAL_ONLY_HEADER) {
+        storage.local_only()
+    } else {
+        storage.clone()
+    }
 }
 
 /// Refuses any digest function but SHA-256 (0 means "the default", SHA-256 here).

@@ -1,9 +1,10 @@
 //! The action cache: action digest → serialized ActionResult in `data_dir/ac/<hash>`.
 //!
 //! Owns the `ac/` directory. Entries are written atomically (temporary file in the CAS's
-//! scratch directory, then rename) and through to the backing cache; a local miss reads
-//! through the backing cache. A result is only served while every blob it names is
-//! still stored, so a client never gets a hit it cannot download and re-executes
+//! scratch directory, then rename) and through to the backing cache unless it is
+//! read-only; a local miss reads through the backing cache, except in a `local_only`
+//! view. A result is only served while every blob it names is still stored (in the tier
+//! the view reads), so a client never gets a hit it cannot download and re-executes
 //! instead.
 
 use std::path::PathBuf;
@@ -34,6 +35,15 @@ impl ActionCache {
         Ok(Self { dir, cas })
     }
 
+    /// The same cache, answering from the local tier only: a local miss is a miss, and
+    /// the blobs a local result names must be local too. Writes are unchanged.
+    pub fn local_only(&self) -> Self {
+        Self {
+            dir: self.dir.clone(),
+            cas: self.cas.local_only(),
+        }
+    }
+
     pub async fn get(&self, action: &BlobDigest) -> Result<Option<ActionResult>, StorageError> {
         let result = match self.get_local(action).await? {
             Some(result) => result,
@@ -57,7 +67,7 @@ impl ActionCache {
         result: &ActionResult,
     ) -> Result<(), StorageError> {
         self.put_local(action, result).await?;
-        if let Some(backing) = self.cas.backing() {
+        if let Some(backing) = self.cas.backing_for_writes() {
             backing
                 .update_action_result(action, result)
                 .await
@@ -85,7 +95,7 @@ impl ActionCache {
     }
 
     async fn get_backing(&self, action: &BlobDigest) -> Result<Option<ActionResult>, StorageError> {
-        let Some(backing) = self.cas.backing() else {
+        let Some(backing) = self.cas.backing_for_reads() else {
             return Ok(None);
         };
         let result = backing

@@ -186,3 +186,71 @@ async fn a_backing_blob_larger_than_the_local_cas_is_not_fetched() {
     assert!(!node.cas.contains_local(&digest));
     assert_eq!(node.metrics.backing_fetches_total.get(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_backing_cache_is_read_through_and_never_written() {
+    let backing = TestStorage::open().await;
+    let (addr, _stop) = backing.serve().await;
+    let node = TestStorage::open_with(|config| {
+        config.backing_cache = Some(format!("grpc://{addr}"));
+        config.backing_read_only = true;
+    })
+    .await;
+
+    // Every write path: a whole blob, a streamed upload, an ingested output, a result.
+    let small = data(1000, 3);
+    let small_digest = BlobDigest::of_bytes(&small);
+    node.cas.write_bytes(&small_digest, small).await.unwrap();
+    let large = data(1_500_000, 7);
+    let large_digest = BlobDigest::of_bytes(&large);
+    let mut upload = node.cas.start_upload(&large_digest).await.unwrap();
+    upload.write(&large).await.unwrap();
+    upload.commit().await.unwrap();
+    let output = node.cas.scratch_dir().join("output");
+    std::fs::write(&output, b"an action output").unwrap();
+    let output_digest = node.cas.ingest_file(&output).await.unwrap();
+    let action = BlobDigest::of_bytes(b"action");
+    let result = ActionResult {
+        stdout_digest: Some(output_digest.to_proto()),
+        ..Default::default()
+    };
+    node.action_cache.put(&action, &result).await.unwrap();
+
+    for digest in [&small_digest, &large_digest, &output_digest] {
+        assert!(node.cas.contains_local(digest), "{digest} is not local");
+        assert!(
+            !backing.cas.contains_local(digest),
+            "{digest} reached the read-only backing cache"
+        );
+    }
+    assert_eq!(node.action_cache.get(&action).await.unwrap(), Some(result));
+    assert_eq!(backing.action_cache.get(&action).await.unwrap(), None);
+
+    // Reads still fall through to it.
+    let remote = data(2000, 13);
+    let remote_digest = BlobDigest::of_bytes(&remote);
+    backing
+        .cas
+        .write_bytes(&remote_digest, remote.clone())
+        .await
+        .unwrap();
+    let remote_action = BlobDigest::of_bytes(b"remote action");
+    let remote_result = ActionResult {
+        stdout_digest: Some(remote_digest.to_proto()),
+        ..Default::default()
+    };
+    backing
+        .action_cache
+        .put(&remote_action, &remote_result)
+        .await
+        .unwrap();
+    assert_eq!(
+        node.cas.read_bytes(&remote_digest).await.unwrap(),
+        Some(remote)
+    );
+    assert_eq!(node.metrics.backing_fetches_total.get(), 1);
+    assert_eq!(
+        node.action_cache.get(&remote_action).await.unwrap(),
+        Some(remote_result)
+    );
+}

@@ -2,8 +2,10 @@
 //!
 //! Tier 1 is the local disk (`disk`), size-bounded with LRU eviction; tier 2 is an
 //! optional backing cache (`backing`): any REAPI endpoint, read-through and
-//! write-through. `Cas` and `ActionCache` are the only types the services and the
-//! execution engine see; they never learn which tier answered.
+//! write-through (read-through only with `backing_read_only`). `Cas` and `ActionCache`
+//! are the only types the services and the execution engine see; they never learn
+//! which tier answered. Their `local_only` views answer from tier 1 alone, for requests
+//! that must not reach tier 2 (see `LOCAL_ONLY_HEADER`).
 //!
 //! Invariants: every blob in the local CAS hashes to its name (digests are verified
 //! before a blob becomes visible, writes are atomic: temp file + rename), and every path
@@ -22,6 +24,7 @@ mod lru;
 mod single_flight;
 #[cfg(test)]
 mod tests;
+mod tier2;
 mod upload;
 
 use std::io::Read as _;
@@ -132,11 +135,15 @@ type FetchOutcome = Result<bool, Arc<StorageError>>;
 #[derive(Clone)]
 pub struct Cas {
     inner: Arc<CasInner>,
+    /// False in a `local_only` view: no read of this handle reaches the backing cache.
+    use_backing: bool,
 }
 
 struct CasInner {
     disk: DiskStore,
     backing: Option<BackingCache>,
+    /// `backing_read_only`: nothing is written through to the backing cache.
+    backing_read_only: bool,
     fetches: SingleFlight<BlobDigest, FetchOutcome>,
     metrics: Metrics,
     /// `cas_max_bytes`: no single blob larger than this can ever be stored.
@@ -164,14 +171,17 @@ impl Cas {
             inner: Arc::new(CasInner {
                 disk,
                 backing,
+                backing_read_only: config.backing_read_only,
                 fetches: SingleFlight::default(),
                 metrics,
                 max_blob_bytes: config.cas_max_bytes,
             }),
+            use_backing: true,
         })
     }
 
-    /// The digests of `digests` that neither tier holds, in request order.
+    /// The digests of `digests` that neither tier holds (that the local tier does not
+    /// hold, in a `local_only` view), in request order.
     pub async fn find_missing(
         &self,
         digests: &[BlobDigest],
@@ -183,7 +193,7 @@ impl Cas {
             .filter(|digest| !disk.touch(digest))
             .cloned()
             .collect();
-        match &self.inner.backing {
+        match self.backing_for_reads() {
             Some(backing) if !local_missing.is_empty() => backing
                 .find_missing(&local_missing)
                 .await
@@ -273,7 +283,7 @@ impl Cas {
         temp.file.flush().await?;
         drop(temp.file);
         self.disk().commit(temp.path, digest).await?;
-        if let Some(backing) = &self.inner.backing {
+        if let Some(backing) = self.backing_for_writes() {
             backing
                 .write_bytes(digest, data)
                 .await
@@ -378,84 +388,6 @@ impl Cas {
 
     fn disk(&self) -> &DiskStore {
         &self.inner.disk
-    }
-
-    pub(crate) fn backing(&self) -> Option<&BackingCache> {
-        self.inner.backing.as_ref()
-    }
-
-    /// Writes a local blob to the backing cache, if one is configured.
-    async fn write_through_file(&self, digest: &BlobDigest) -> Result<(), StorageError> {
-        let Some(backing) = &self.inner.backing else {
-            return Ok(());
-        };
-        let file = self
-            .disk()
-            .open_blob(digest)
-            .await?
-            .ok_or_else(|| StorageError::NotFound(digest.clone()))?;
-        backing
-            .write_file(digest, file)
-            .await
-            .map_err(StorageError::Backing)
-    }
-
-    /// Makes a blob local by streaming it from the backing cache; concurrent fetches of
-    /// one blob are merged. Returns false when the backing cache does not have it (or
-    /// there is none).
-    async fn fetch_from_backing(&self, digest: &BlobDigest) -> Result<bool, StorageError> {
-        let Some(backing) = &self.inner.backing else {
-            return Ok(false);
-        };
-        // A blob the local tier cannot hold is not streamed in only to be thrown away.
-        self.check_fits(digest)?;
-        let work = async {
-            // A fetch that finished just before this one started already made it local.
-            if self.disk().contains(digest) {
-                return Ok(true);
-            }
-            self.fetch_once(backing, digest).await.map_err(Arc::new)
-        };
-        self.inner
-            .fetches
-            .run(digest, work)
-            .await
-            .map_err(|error| error.duplicate())
-    }
-
-    async fn fetch_once(
-        &self,
-        backing: &BackingCache,
-        digest: &BlobDigest,
-    ) -> Result<bool, StorageError> {
-        let temp = self.disk().new_temp().await?;
-        let upload =
-            tokio::sync::Mutex::new(Upload::new(self.clone(), digest.clone(), temp, false));
-        let found = backing
-            .read(digest, |chunk| {
-                let upload = &upload;
-                async move {
-                    upload.lock().await.write(&chunk).await.map_err(|error| {
-                        tonic::Status::internal(format!("storing a fetched blob: {error}"))
-                    })
-                }
-            })
-            .await
-            .map_err(StorageError::Backing)?;
-        if !found {
-            return Ok(false);
-        }
-        match upload.into_inner().commit().await {
-            Ok(()) => {
-                self.inner.metrics.backing_fetches_total.inc();
-                Ok(true)
-            }
-            // The backing cache holds a corrupt blob: that is not the client's fault.
-            Err(StorageError::DigestMismatch { actual, .. }) => Err(StorageError::Backing(
-                tonic::Status::data_loss(format!("backing cache returned {actual} for {digest}")),
-            )),
-            Err(error) => Err(error),
-        }
     }
 }
 
