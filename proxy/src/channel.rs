@@ -121,7 +121,7 @@ pub enum ChannelError {
 
 /// An error and its causes on one line: hyper's own message ("http2 error") says
 /// little without the h2 reason beneath it.
-fn error_chain(error: &dyn std::error::Error) -> String {
+pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut cause = error.source();
     while let Some(inner) = cause {

@@ -58,6 +58,11 @@ pub struct Config {
     pub peer_advertise: Option<SocketAddr>,
     /// Plain HTTP: `/metrics`, `/healthz`, `/readyz`, `/cluster`.
     pub admin_listen: SocketAddr,
+    /// The fill endpoint: a read-only REAPI cache for the local executor (its
+    /// `backing_cache`, with `backing_read_only`) that answers its misses from the
+    /// other members, so the nodes share blobs and action results without a shared
+    /// storage service. Keep it on loopback. Unset: no fill endpoint.
+    pub fill_listen: Option<SocketAddr>,
     /// UDP port of the SWIM gossip.
     pub gossip_listen: SocketAddr,
     /// The address peers send gossip to; same defaulting rule as `grpc_advertise`.
@@ -129,6 +134,7 @@ impl Default for Config {
             peer_listen: None,
             peer_advertise: None,
             admin_listen: SocketAddr::from(([0, 0, 0, 0], 9466)),
+            fill_listen: None,
             gossip_listen: SocketAddr::from(([0, 0, 0, 0], 7946)),
             gossip_advertise: None,
             node_id: String::new(),
@@ -270,6 +276,9 @@ pub struct ServeArgs {
     pub peer_advertise: Option<SocketAddr>,
     #[arg(long, env = "REMESH_PROXY_ADMIN_LISTEN")]
     pub admin_listen: Option<SocketAddr>,
+    /// The fill endpoint for the local executor's misses (keep it on loopback).
+    #[arg(long, env = "REMESH_PROXY_FILL_LISTEN")]
+    pub fill_listen: Option<SocketAddr>,
     #[arg(long, env = "REMESH_PROXY_GOSSIP_LISTEN")]
     pub gossip_listen: Option<SocketAddr>,
     #[arg(long, env = "REMESH_PROXY_GOSSIP_ADVERTISE")]
@@ -343,6 +352,7 @@ impl ServeArgs {
             (&mut config.gossip_advertise, self.gossip_advertise),
             (&mut config.peer_listen, self.peer_listen),
             (&mut config.peer_advertise, self.peer_advertise),
+            (&mut config.fill_listen, self.fill_listen),
         ] {
             if value.is_some() {
                 *slot = value;

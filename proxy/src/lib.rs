@@ -48,6 +48,7 @@ pub mod config;
 pub mod config_security;
 pub mod config_security_rules;
 pub mod edge;
+pub mod fill;
 pub mod flow_control;
 pub mod fuzzing;
 pub mod gossip_seal;

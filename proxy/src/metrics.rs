@@ -75,6 +75,10 @@ pub struct ProxyMetrics {
     /// Connections to upstreams that ended with an error, failing the streams open
     /// on them, by `upstream` (`backend`, `peer`).
     pub upstream_connection_failures_total: Family<Labels, Counter>,
+    /// Questions the fill endpoint answered for the local executor, by `method`
+    /// (`find_missing`, `read`, `get_action_result`) and `outcome` (`hit`: a peer
+    /// had it; `miss`: none did).
+    pub fill_requests_total: Family<Labels, Counter>,
 }
 
 impl Default for ProxyMetrics {
@@ -120,6 +124,12 @@ impl ProxyMetrics {
             "upstream_connection_failures",
             "Connections to the backend or a peer that ended with an error (a crash, a keep-alive timeout, an HTTP/2 protocol error), by upstream",
             upstream_connection_failures_total.clone(),
+        );
+        let fill_requests_total = Family::<Labels, Counter>::default();
+        registry.register(
+            "fill_requests",
+            "Misses of the local executor answered from peers (fill_listen), by method and outcome (hit: a peer held it)",
+            fill_requests_total.clone(),
         );
         let requests_total = Family::<RequestLabels, Counter>::default();
         let forwards_total = Family::<Labels, Counter>::default();
@@ -179,6 +189,7 @@ impl ProxyMetrics {
             grpc_connections_total,
             hop_headers_ignored_total,
             upstream_connection_failures_total,
+            fill_requests_total,
         }
     }
 

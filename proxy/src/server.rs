@@ -49,6 +49,8 @@ pub struct Listeners {
     pub peer: Option<TcpListener>,
     pub admin: TcpListener,
     pub gossip: UdpSocket,
+    /// The fill endpoint for the local executor (`fill_listen`).
+    pub fill: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -58,11 +60,16 @@ impl Listeners {
             Some(addr) => Some(TcpListener::bind(addr).await?),
             None => None,
         };
+        let fill = match config.fill_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await?),
+            None => None,
+        };
         Ok(Self {
             grpc: TcpListener::bind(config.listen).await?,
             peer,
             admin: TcpListener::bind(config.admin_listen).await?,
             gossip: UdpSocket::bind(config.gossip_listen).await?,
+            fill,
         })
     }
 
@@ -82,6 +89,11 @@ impl Listeners {
             gossip: self.gossip.local_addr()?,
             node_id: config.node_id.clone(),
             peer: addresses.peer_bound,
+            fill: self
+                .fill
+                .as_ref()
+                .map(TcpListener::local_addr)
+                .transpose()?,
         })
     }
 
@@ -124,7 +136,7 @@ struct GrpcAddresses {
 }
 
 /// `{"ready":"remesh-proxy","grpc":…,"admin":…,"gossip":…,"node_id":…}`, plus
-/// `"peer":…` when the node has a peer port.
+/// `"peer":…` when the node has a peer port and `"fill":…` when it has a fill endpoint.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct ReadyLine {
     /// Always "remesh-proxy" (a `Cow` so that readers can deserialise the line).
@@ -136,6 +148,9 @@ pub struct ReadyLine {
     /// The peer port (`peer_listen`) as bound; absent without one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer: Option<SocketAddr>,
+    /// The fill endpoint (`fill_listen`) as bound; absent without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fill: Option<SocketAddr>,
 }
 
 /// Why the proxy could not start.
@@ -186,6 +201,7 @@ pub struct Prepared {
     grpc: TcpListener,
     peer: Option<TcpListener>,
     admin: TcpListener,
+    fill: Option<TcpListener>,
     security: Security,
     shutdown: CancellationToken,
 }
@@ -230,6 +246,7 @@ pub fn prepare(
         grpc: listeners.grpc,
         peer: listeners.peer,
         admin: listeners.admin,
+        fill: listeners.fill,
         security,
         shutdown,
     })
@@ -255,6 +272,7 @@ impl Prepared {
             grpc,
             peer,
             admin,
+            fill,
             security,
             shutdown,
         } = self;
@@ -327,6 +345,11 @@ impl Prepared {
             shutdown.clone(),
         ));
 
+        let fill = fill.map(|listener| {
+            let fill = crate::fill::Fill::new(mesh.clone(), metrics.clone());
+            tokio::spawn(crate::fill::serve(listener, fill, shutdown.clone()))
+        });
+
         let router = Router::new(RouterConfig {
             node_id: node_id.clone(),
             backend,
@@ -368,6 +391,9 @@ impl Prepared {
         // Both stop on the same token; wait so the leave announcement goes out.
         let _ = membership.await;
         let _ = admin.await;
+        if let Some(fill) = fill {
+            let _ = fill.await;
+        }
         Ok(())
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! Spawns, per node, a `remesh-executor` (found next to this binary) and a proxy
 //! (this binary, `serve`) in front of it, every port picked by the OS. Node 0's
-//! executor is the others' backing cache, so all nodes share one tier 2. Waits until
+//! executor is the others' backing cache, so all nodes share one tier 2; with
+//! `--peer-fill`, no node is special: each executor reads its misses from the other
+//! nodes through its own proxy's fill endpoint (`remesh_proxy::fill`). Waits until
 //! node 0 sees every member with its load, then prints one JSON ready line on stdout
 //! (and a human summary with the Bazel flags on stderr). On Ctrl-C or SIGTERM it stops
 //! every process it started, by pid: SIGTERM, then SIGKILL after a grace period. A
@@ -61,8 +63,13 @@ pub struct UpArgs {
     tls_client_auth: crate::up_pki::UpClientAuth,
     /// A backing cache for node 0's executor (the cluster's shared tier 2), e.g. a
     /// BuildGrid or bazel-remote endpoint `grpc://host:port`.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "peer_fill")]
     backing_cache: Option<String>,
+    /// No shared tier 2: each node's executor reads its misses from the other nodes
+    /// through its proxy's fill endpoint, as a Kubernetes cluster without a shared
+    /// cache does.
+    #[arg(long)]
+    peer_fill: bool,
     /// Client gRPC address of node 0, the one Bazel is pointed at; the other nodes
     /// pick free ports. A fixed port lets a `.bazelrc` name the cluster.
     #[arg(long, default_value = "127.0.0.1:0")]
@@ -215,7 +222,11 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         &args.runners,
         args.nodes,
         args.policy,
-        args.backing_cache.as_deref(),
+        if args.peer_fill {
+            SharedTier::PeerFill
+        } else {
+            SharedTier::NodeZero(args.backing_cache.as_deref())
+        },
         &security_args,
         pki.as_ref(),
         (args.listen, args.admin_listen),
@@ -296,7 +307,7 @@ async fn start_nodes(
     runners: &[usize],
     count: usize,
     policy: Policy,
-    backing_cache: Option<&str>,
+    shared_tier: SharedTier<'_>,
     security_args: &[std::ffi::OsString],
     pki: Option<&crate::up_pki::UpPki>,
     (first_listen, first_admin): (SocketAddr, SocketAddr),
@@ -315,18 +326,27 @@ async fn start_nodes(
         if let Some(runners) = runners.get(index).or(runners.first()) {
             command.args(["--runners", &runners.to_string()]);
         }
-        match (nodes.first(), backing_cache) {
-            (Some(first), _) => {
+        let fill_listen = match (shared_tier, nodes.first()) {
+            (SharedTier::PeerFill, _) => {
+                let fill = free_loopback_port()?;
+                command
+                    .args(["--backing-cache", &format!("grpc://{fill}")])
+                    .arg("--backing-read-only");
+                Some(fill)
+            }
+            (SharedTier::NodeZero(_), Some(first)) => {
                 command.args([
                     "--backing-cache",
                     &format!("grpc://{}", first.executor.grpc),
                 ]);
+                None
             }
-            (None, Some(url)) => {
+            (SharedTier::NodeZero(Some(url)), None) => {
                 command.args(["--backing-cache", url]);
+                None
             }
-            (None, None) => {}
-        }
+            (SharedTier::NodeZero(None), None) => None,
+        };
         let (executor_pid, executor_ready): (u32, ExecutorReady) = children
             .spawn_ready(
                 format!("{node_id} executor"),
@@ -356,6 +376,9 @@ async fn start_nodes(
         if let Some(first) = nodes.first() {
             command.args(["--join", &first.gossip.to_string()]);
         }
+        if let Some(fill) = fill_listen {
+            command.args(["--fill-listen", &fill.to_string()]);
+        }
         let (proxy_pid, proxy_ready): (u32, ProxyReady) = children
             .spawn_ready(
                 format!("{node_id} proxy"),
@@ -376,6 +399,25 @@ async fn start_nodes(
         });
     }
     Ok(nodes)
+}
+
+/// Where the nodes' executors find what their own disk lacks.
+#[derive(Clone, Copy)]
+enum SharedTier<'a> {
+    /// Node 0's executor is every other node's backing cache; node 0 has this one,
+    /// if any.
+    NodeZero(Option<&'a str>),
+    /// Each executor asks the other nodes through its proxy's fill endpoint.
+    PeerFill,
+}
+
+/// A loopback port free right now. The executor must be told its fill endpoint
+/// before the proxy that serves it starts; it connects lazily, so the proxy binding
+/// the port a moment later is enough. The OS does not hand a just-released port
+/// out again at once, so the window for another process to take it is small.
+fn free_loopback_port() -> anyhow::Result<SocketAddr> {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").context("picking a free port")?;
+    Ok(probe.local_addr()?)
 }
 
 /// Writes key material readable by this user only.

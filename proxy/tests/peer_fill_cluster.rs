@@ -1,0 +1,122 @@
+//! Three nodes and no shared storage at all: each executor's backing cache is its
+//! own proxy's fill endpoint (`fill_listen`, read-only), which answers misses from
+//! the other nodes. A real Bazel builds `fan` against node a, which has one runner,
+//! so b and c run most actions: the inputs Bazel uploaded to a reach them only
+//! through the fill endpoints, and the outputs they made reach Bazel through a's.
+//! After `bazel clean`, a rebuild against node c is served entirely from the
+//! cluster's caches, results c never computed included.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use support::node::{Node, NodeSpec};
+use support::processes::metric;
+use support::real::{BAZEL, Bazel, require};
+
+const BUILD_LIMIT: Duration = Duration::from_secs(300);
+/// Actions a node's executor ran to a successful end.
+const EXECUTIONS: &str = "remesh_executor_executions_total{outcome=\"success\"}";
+/// Blobs a node's fill endpoint streamed to its executor from a peer.
+const FILLED_READS: &str = "remesh_proxy_fill_requests_total{method=\"read\",outcome=\"hit\"}";
+
+fn fan_args(endpoint: SocketAddr) -> Vec<String> {
+    vec![
+        "--config=rexec".to_owned(),
+        format!("--remote_executor=grpc://{endpoint}"),
+        "//:all".to_owned(),
+    ]
+}
+
+fn free_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("finding a free TCP port")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_fill_each_others_misses_without_shared_storage() {
+    require(BAZEL, "Bazel (Debian bazel-bootstrap)");
+    let dir = tempfile::tempdir().unwrap();
+    let bazel = Bazel::new(dir.path());
+    let mut specs: Vec<NodeSpec> = [("a", 1), ("b", 4), ("c", 4)]
+        .into_iter()
+        .map(|(id, runners)| {
+            let fill = free_port();
+            NodeSpec {
+                executor_args: vec![
+                    "--backing-cache".to_owned(),
+                    format!("grpc://{fill}"),
+                    "--backing-read-only".to_owned(),
+                ],
+                proxy_args: vec!["--fill-listen".to_owned(), fill.to_string()],
+                ..NodeSpec::loopback(id, dir.path(), runners)
+            }
+        })
+        .collect();
+    let join: Vec<String> = specs.iter().map(|s| s.gossip_listen.to_string()).collect();
+    let mut nodes = Vec::new();
+    for spec in &mut specs {
+        spec.join = join.clone();
+        nodes.push(Node::start(spec.clone()).await);
+    }
+    for node in &nodes {
+        for id in ["a", "b", "c"] {
+            support::wait_member_state(node.admin(), id, "alive", Duration::from_secs(30)).await;
+        }
+    }
+
+    let build = bazel
+        .run("fan", "build", &fan_args(nodes[0].grpc()), BUILD_LIMIT)
+        .await;
+    let text = Bazel::text(&build);
+    assert!(build.status.success(), "{text}");
+    assert!(text.contains("51 remote"), "{text}");
+    let mut ran = Vec::new();
+    let mut filled = Vec::new();
+    for node in &nodes {
+        ran.push(metric(node.executor.ready.metrics, EXECUTIONS).await);
+        filled.push(metric(node.admin(), FILLED_READS).await);
+    }
+    assert_eq!(
+        ran.iter().sum::<f64>(),
+        51.0,
+        "every action ran once: {ran:?}"
+    );
+    assert!(
+        ran[1] > 0.0 && ran[2] > 0.0,
+        "b and c must run actions: {ran:?}"
+    );
+    // b and c read the inputs Bazel uploaded to a; a read the outputs b and c made
+    // when Bazel downloaded them through it.
+    for (node, filled) in nodes.iter().zip(&filled) {
+        assert!(
+            *filled > 0.0,
+            "{} filled nothing from peers: {filled:?}",
+            node.id()
+        );
+    }
+
+    let clean = bazel.run("fan", "clean", &[], BUILD_LIMIT).await;
+    assert!(clean.status.success(), "{}", Bazel::text(&clean));
+    let rebuild = bazel
+        .run("fan", "build", &fan_args(nodes[2].grpc()), BUILD_LIMIT)
+        .await;
+    let text = Bazel::text(&rebuild);
+    assert!(rebuild.status.success(), "{text}");
+    assert!(text.contains("51 remote cache hit"), "{text}");
+    for (node, before) in nodes.iter().zip(&ran) {
+        let after = metric(node.executor.ready.metrics, EXECUTIONS).await;
+        assert_eq!(after, *before, "{} ran actions on the rebuild", node.id());
+    }
+    let results_filled = metric(
+        nodes[2].admin(),
+        "remesh_proxy_fill_requests_total{method=\"get_action_result\",outcome=\"hit\"}",
+    )
+    .await;
+    assert!(
+        results_filled > 0.0,
+        "c served results it never computed, so it must have asked its peers"
+    );
+}
