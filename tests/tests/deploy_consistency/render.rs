@@ -129,6 +129,45 @@ fn rendered_configs_agree_with_the_values() {
         proxy.join.clone(),
         vec![expected_join],
     );
+
+    // No backingCache in the values: the executors fill each other's misses through
+    // their proxy's loopback fill endpoint, which they may only read.
+    problems.check(
+        str_at(&values, "executor.backingCache", VALUES).is_empty(),
+        || {
+            format!(
+                "{VALUES}: executor.backingCache must stay empty for this render to show peer fill"
+            )
+        },
+    );
+    match proxy.fill_listen {
+        Some(fill) => {
+            problems.check(fill.ip().is_loopback(), || {
+                format!("{file} proxy.toml fill_listen = {fill}: must stay on loopback")
+            });
+            problems.same(
+                &format!("{file} proxy.toml fill_listen port vs {VALUES} proxy.ports.fill"),
+                u64::from(fill.port()),
+                u64_at(&values, "proxy.ports.fill", VALUES),
+            );
+            problems.same(
+                &format!("{file} executor.toml backing_cache vs proxy.toml fill_listen"),
+                executor
+                    .backing_cache
+                    .as_deref()
+                    .map(|url| endpoint_addr(url, MANIFESTS)),
+                Some(fill),
+            );
+            problems.check(executor.backing_read_only, || {
+                format!(
+                    "{file} executor.toml: backing_read_only must be true with the fill endpoint"
+                )
+            });
+        }
+        None => problems.push(format!(
+            "{file} proxy.toml: no fill_listen in a cluster without a backing cache"
+        )),
+    }
     problems.finish();
 }
 

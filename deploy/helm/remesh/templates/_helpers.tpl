@@ -47,6 +47,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end }}
 
+{{/* Non-empty when the nodes fill each other's misses: a cluster of executors
+with no shared backing cache. */}}
+{{- define "remesh.peerFill" -}}
+{{- if and (include "remesh.clustering" .) .Values.executor.enabled (not .Values.executor.backingCache) }}true{{ end }}
+{{- end }}
+
 {{/* host:port every proxy joins through: the headless Service's DNS name. */}}
 {{- define "remesh.joinAddress" -}}
 {{- printf "%s.%s.svc.%s:%d" (include "remesh.headlessName" .) .Release.Namespace .Values.clusterDomain (int .Values.proxy.ports.gossip) }}
@@ -66,6 +72,10 @@ from the pod's environment (REMESH_PROXY_*), which overrides the file. */}}
 listen = "0.0.0.0:{{ int .Values.proxy.ports.grpc }}"
 admin_listen = "0.0.0.0:{{ int .Values.proxy.ports.admin }}"
 gossip_listen = "0.0.0.0:{{ int .Values.proxy.ports.gossip }}"
+{{- if include "remesh.peerFill" . }}
+# No shared backing cache: the executor's misses are asked of the other nodes here.
+fill_listen = "127.0.0.1:{{ int .Values.proxy.ports.fill }}"
+{{- end }}
 {{- if .Values.meshTls.enabled }}
 # Peers meet here with mutual TLS ([mesh_tls]); listen serves clients only.
 peer_listen = "0.0.0.0:{{ int .Values.proxy.ports.peer }}"
@@ -124,6 +134,11 @@ queue_max = {{ int64 .Values.executor.queueMax }}
 shutdown_grace = "{{ int64 .Values.executor.shutdownGraceSeconds }}s"
 {{- with .Values.executor.backingCache }}
 backing_cache = {{ . | quote }}
+{{- end }}
+{{- if include "remesh.peerFill" . }}
+# The proxy's fill endpoint: misses are read from the other nodes, nothing is written.
+backing_cache = "grpc://127.0.0.1:{{ int .Values.proxy.ports.fill }}"
+backing_read_only = true
 {{- end }}
 {{- with .Values.executor.backingInstanceName }}
 backing_instance_name = {{ . | quote }}
