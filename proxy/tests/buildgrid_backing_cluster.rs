@@ -9,21 +9,13 @@ mod support;
 
 use std::time::Duration;
 
-use support::node::{Node, NodeSpec};
+use support::node::{NodeSpec, start_cluster};
 use support::processes::metric;
-use support::real::{BAZEL, Bazel, BuildGrid, require};
+use support::real::{BAZEL, Bazel, BuildGrid, fan_args, require};
 
 const BUILD_LIMIT: Duration = Duration::from_secs(300);
 /// Actions a node's executor ran to a successful end.
 const EXECUTIONS: &str = "remesh_executor_executions_total{outcome=\"success\"}";
-
-fn fan_args(endpoint: std::net::SocketAddr) -> Vec<String> {
-    vec![
-        "--config=rexec".to_owned(),
-        format!("--remote_executor=grpc://{endpoint}"),
-        "//:all".to_owned(),
-    ]
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_shares_buildgrid_as_its_backing_cache() {
@@ -37,24 +29,14 @@ async fn a_cluster_shares_buildgrid_as_its_backing_cache() {
         "--backing-instance-name".to_owned(),
         "main".to_owned(),
     ];
-    let mut specs: Vec<NodeSpec> = [("a", 1), ("b", 4), ("c", 4)]
+    let specs: Vec<NodeSpec> = [("a", 1), ("b", 4), ("c", 4)]
         .into_iter()
         .map(|(id, runners)| NodeSpec {
             executor_args: backing.clone(),
             ..NodeSpec::loopback(id, dir.path(), runners)
         })
         .collect();
-    let join: Vec<String> = specs.iter().map(|s| s.gossip_listen.to_string()).collect();
-    let mut nodes = Vec::new();
-    for spec in &mut specs {
-        spec.join = join.clone();
-        nodes.push(Node::start(spec.clone()).await);
-    }
-    for node in &nodes {
-        for id in ["a", "b", "c"] {
-            support::wait_member_state(node.admin(), id, "alive", Duration::from_secs(30)).await;
-        }
-    }
+    let nodes = start_cluster(specs).await;
 
     let build = bazel
         .run("fan", "build", &fan_args(nodes[0].grpc()), BUILD_LIMIT)

@@ -11,9 +11,9 @@ mod support;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use support::node::{Node, NodeSpec};
+use support::node::{NodeSpec, start_cluster};
 use support::processes::metric;
-use support::real::{BAZEL, Bazel, require};
+use support::real::{BAZEL, Bazel, fan_args, free_port, require};
 
 const BUILD_LIMIT: Duration = Duration::from_secs(300);
 /// Actions a node's executor ran to a successful end.
@@ -21,29 +21,15 @@ const EXECUTIONS: &str = "remesh_executor_executions_total{outcome=\"success\"}"
 /// Blobs a node's fill endpoint streamed to its executor from a peer.
 const FILLED_READS: &str = "remesh_proxy_fill_requests_total{method=\"read\",outcome=\"hit\"}";
 
-fn fan_args(endpoint: SocketAddr) -> Vec<String> {
-    vec![
-        "--config=rexec".to_owned(),
-        format!("--remote_executor=grpc://{endpoint}"),
-        "//:all".to_owned(),
-    ]
-}
-
-fn free_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("finding a free TCP port")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_fill_each_others_misses_without_shared_storage() {
     require(BAZEL, "Bazel (Debian bazel-bootstrap)");
     let dir = tempfile::tempdir().unwrap();
     let bazel = Bazel::new(dir.path());
-    let mut specs: Vec<NodeSpec> = [("a", 1), ("b", 4), ("c", 4)]
+    let specs: Vec<NodeSpec> = [("a", 1), ("b", 4), ("c", 4)]
         .into_iter()
         .map(|(id, runners)| {
-            let fill = free_port();
+            let fill = SocketAddr::from(([127, 0, 0, 1], free_port()));
             NodeSpec {
                 executor_args: vec![
                     "--backing-cache".to_owned(),
@@ -55,17 +41,7 @@ async fn nodes_fill_each_others_misses_without_shared_storage() {
             }
         })
         .collect();
-    let join: Vec<String> = specs.iter().map(|s| s.gossip_listen.to_string()).collect();
-    let mut nodes = Vec::new();
-    for spec in &mut specs {
-        spec.join = join.clone();
-        nodes.push(Node::start(spec.clone()).await);
-    }
-    for node in &nodes {
-        for id in ["a", "b", "c"] {
-            support::wait_member_state(node.admin(), id, "alive", Duration::from_secs(30)).await;
-        }
-    }
+    let nodes = start_cluster(specs).await;
 
     let build = bazel
         .run("fan", "build", &fan_args(nodes[0].grpc()), BUILD_LIMIT)

@@ -151,6 +151,29 @@ pub struct Node {
     pub proxy: Process<ReadyLine>,
 }
 
+/// Starts every spec as one cluster, each node joining through all the nodes'
+/// gossip addresses, and waits until every node sees every member alive.
+pub async fn start_cluster(mut specs: Vec<NodeSpec>) -> Vec<Node> {
+    let join: Vec<String> = specs.iter().map(|s| s.gossip_listen.to_string()).collect();
+    let mut nodes = Vec::new();
+    for spec in &mut specs {
+        spec.join = join.clone();
+        nodes.push(Node::start(spec.clone()).await);
+    }
+    for node in &nodes {
+        for spec in &specs {
+            super::wait_member_state(
+                node.admin(),
+                &spec.node_id,
+                "alive",
+                Duration::from_secs(30),
+            )
+            .await;
+        }
+    }
+    nodes
+}
+
 impl Node {
     pub async fn start(spec: NodeSpec) -> Self {
         let executor = start_executor(&spec).await;

@@ -39,6 +39,16 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// Bazel arguments that build every target of the `fan` workspace with remote
+/// execution on `endpoint` (its `.bazelrc`'s `rexec` config).
+pub fn fan_args(endpoint: SocketAddr) -> Vec<String> {
+    vec![
+        "--config=rexec".to_owned(),
+        format!("--remote_executor=grpc://{endpoint}"),
+        "//:all".to_owned(),
+    ]
+}
+
 /// A port that was free a moment ago (for servers that cannot bind port 0).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
