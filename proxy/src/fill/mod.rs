@@ -87,7 +87,9 @@ impl Fill {
 
 /// Serves the fill endpoint on `listener` until `shutdown`.
 pub async fn serve(listener: TcpListener, fill: Fill, shutdown: CancellationToken) {
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // Without TCP_NODELAY a small answer waits for the executor's delayed ACK: a
+    // FindMissingBlobs took 44 ms instead of under 1 (`bench fill`).
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let served = tonic::transport::Server::builder()
         .add_service(
             ContentAddressableStorageServer::new(cas::FillCas(fill.clone()))
