@@ -16,10 +16,13 @@
 //! - `passthrough_suite`: FindMissingBlobs and ByteStream direct to an executor, through
 //!   `remesh-proxy` and through nginx.
 //! - `forward_suite`: Execute run by the node the client talks to vs forwarded to a peer.
+//! - `fill_suite`: blobs found on the node asked, through the fill endpoint, and through
+//!   a shared backing cache.
 
 pub mod bazel_upload;
 pub mod cpu_time;
 pub mod executor_suite;
+pub mod fill_suite;
 pub mod forward_suite;
 pub mod load;
 pub mod passthrough_suite;
@@ -56,4 +59,20 @@ impl Limits {
 /// always runs first (cold) or last (after the others warmed the backend's caches).
 pub fn rotation(contenders: usize, round: usize) -> impl Iterator<Item = usize> {
     (0..contenders).map(move |i| (i + round) % contenders)
+}
+
+/// The executor's data dir, on tmpfs where there is one. On disk, 256 MiB writes
+/// were bimodal for every contender, direct included (about 300 or 700 MB/s from
+/// round to round, as writeback came and went), which hid the relays' differences.
+pub fn in_memory_dir() -> anyhow::Result<tempfile::TempDir> {
+    let shm = std::path::Path::new("/dev/shm");
+    if shm.is_dir()
+        && let Ok(dir) = tempfile::Builder::new()
+            .prefix("remesh-bench")
+            .tempdir_in(shm)
+    {
+        return Ok(dir);
+    }
+    eprintln!("no writable /dev/shm: the executor's CAS is on disk, so writes may be bimodal");
+    Ok(tempfile::tempdir()?)
 }

@@ -20,7 +20,7 @@ use super::workloads::{
     FindMissingList, Stalled, bytestream_read, bytestream_write, bytestream_write_bazel_chunks,
     connect_all, fresh_blob,
 };
-use super::{Limits, PROXY_LOG_FILTER, rotation};
+use super::{Limits, PROXY_LOG_FILTER, in_memory_dir, rotation};
 use crate::ExecutorOptions;
 use crate::nginx::{NginxGrpcProxy, NginxOptions};
 use crate::proxy_process::{ProxyOptions, ProxyProcess};
@@ -256,22 +256,6 @@ pub async fn run(runs: usize) -> anyhow::Result<String> {
     }
     // Dropping the handles stops every process by pid.
     Ok(render(&contenders, runs, &nginx_options))
-}
-
-/// The executor's data dir, on tmpfs where there is one. On disk, 256 MiB writes
-/// were bimodal for every contender, direct included (about 300 or 700 MB/s from
-/// round to round, as writeback came and went), which hid the relays' differences.
-fn in_memory_dir() -> anyhow::Result<tempfile::TempDir> {
-    let shm = std::path::Path::new("/dev/shm");
-    if shm.is_dir()
-        && let Ok(dir) = tempfile::Builder::new()
-            .prefix("remesh-bench")
-            .tempdir_in(shm)
-    {
-        return Ok(dir);
-    }
-    eprintln!("no writable /dev/shm: the executor's CAS is on disk, so writes may be bimodal");
-    Ok(tempfile::tempdir()?)
 }
 
 /// Runs `work` and returns its result with the CPU milliseconds the process tree of

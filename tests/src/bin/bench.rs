@@ -7,6 +7,8 @@
 //! - `proxy`: the same executor direct, through `remesh-proxy` and through nginx
 //!   (FindMissingBlobs, ByteStream), then Execute local vs forwarded to a peer.
 //! - `passthrough`, `forward`: the two halves of `proxy` on their own.
+//! - `fill`: blobs held by another node, found through the fill endpoint or through a
+//!   shared backing cache.
 //! - `all`: everything, in one session.
 //!
 //! Prints Markdown tables of medians over `--runs` rounds (default 5). The suites live
@@ -16,7 +18,7 @@
 #![forbid(unsafe_code)]
 
 use anyhow::{Context, bail};
-use remesh_tests::bench::{executor_suite, forward_suite, passthrough_suite};
+use remesh_tests::bench::{executor_suite, fill_suite, forward_suite, passthrough_suite};
 
 #[derive(Clone, Copy, PartialEq)]
 enum Suite {
@@ -25,10 +27,12 @@ enum Suite {
     /// The two halves of `proxy`, on their own.
     Passthrough,
     Forward,
+    /// Finding blobs another node holds.
+    Fill,
     All,
 }
 
-const USAGE: &str = "usage: bench [executor|proxy|passthrough|forward|all] [--runs N]";
+const USAGE: &str = "usage: bench [executor|proxy|passthrough|forward|fill|all] [--runs N]";
 
 fn parse() -> anyhow::Result<(Suite, usize)> {
     let mut suite = Suite::Executor;
@@ -40,6 +44,7 @@ fn parse() -> anyhow::Result<(Suite, usize)> {
             "proxy" => suite = Suite::Proxy,
             "passthrough" => suite = Suite::Passthrough,
             "forward" => suite = Suite::Forward,
+            "fill" => suite = Suite::Fill,
             "all" => suite = Suite::All,
             "--runs" => {
                 let value = args.next().context(USAGE)?;
@@ -83,6 +88,12 @@ async fn run(suite: Suite, runs: usize) -> anyhow::Result<()> {
         println!(
             "### Execute: local vs forwarded to a peer\n\n{}",
             forward_suite::run(runs).await?
+        );
+    }
+    if matches!(suite, Suite::Fill | Suite::All) {
+        println!(
+            "### Blobs another node holds: fill endpoint vs shared backing cache\n\n{}",
+            fill_suite::run(runs).await?
         );
     }
     Ok(())
