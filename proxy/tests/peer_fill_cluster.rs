@@ -9,15 +9,12 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use support::node::{NodeSpec, start_cluster};
 use support::processes::metric;
-use support::real::{BAZEL, Bazel, fan_args, free_port, require};
+use support::real::{BAZEL, Bazel, free_port, require};
+use support::shared_tier::{build_fan_across, rebuild_from_cache};
 
-const BUILD_LIMIT: Duration = Duration::from_secs(300);
-/// Actions a node's executor ran to a successful end.
-const EXECUTIONS: &str = "remesh_executor_executions_total{outcome=\"success\"}";
 /// Blobs a node's fill endpoint streamed to its executor from a peer.
 const FILLED_READS: &str = "remesh_proxy_fill_requests_total{method=\"read\",outcome=\"hit\"}";
 
@@ -43,49 +40,18 @@ async fn nodes_fill_each_others_misses_without_shared_storage() {
         .collect();
     let nodes = start_cluster(specs).await;
 
-    let build = bazel
-        .run("fan", "build", &fan_args(nodes[0].grpc()), BUILD_LIMIT)
-        .await;
-    let text = Bazel::text(&build);
-    assert!(build.status.success(), "{text}");
-    assert!(text.contains("51 remote"), "{text}");
-    let mut ran = Vec::new();
-    let mut filled = Vec::new();
-    for node in &nodes {
-        ran.push(metric(node.executor.ready.metrics, EXECUTIONS).await);
-        filled.push(metric(node.admin(), FILLED_READS).await);
-    }
-    assert_eq!(
-        ran.iter().sum::<f64>(),
-        51.0,
-        "every action ran once: {ran:?}"
-    );
-    assert!(
-        ran[1] > 0.0 && ran[2] > 0.0,
-        "b and c must run actions: {ran:?}"
-    );
+    let ran = build_fan_across(&bazel, &nodes).await;
     // b and c read the inputs Bazel uploaded to a; a read the outputs b and c made
     // when Bazel downloaded them through it.
-    for (node, filled) in nodes.iter().zip(&filled) {
+    for node in &nodes {
+        let filled = metric(node.admin(), FILLED_READS).await;
         assert!(
-            *filled > 0.0,
-            "{} filled nothing from peers: {filled:?}",
+            filled > 0.0,
+            "{} filled nothing from peers: {filled}",
             node.id()
         );
     }
-
-    let clean = bazel.run("fan", "clean", &[], BUILD_LIMIT).await;
-    assert!(clean.status.success(), "{}", Bazel::text(&clean));
-    let rebuild = bazel
-        .run("fan", "build", &fan_args(nodes[2].grpc()), BUILD_LIMIT)
-        .await;
-    let text = Bazel::text(&rebuild);
-    assert!(rebuild.status.success(), "{text}");
-    assert!(text.contains("51 remote cache hit"), "{text}");
-    for (node, before) in nodes.iter().zip(&ran) {
-        let after = metric(node.executor.ready.metrics, EXECUTIONS).await;
-        assert_eq!(after, *before, "{} ran actions on the rebuild", node.id());
-    }
+    rebuild_from_cache(&bazel, &nodes, &ran).await;
     let results_filled = metric(
         nodes[2].admin(),
         "remesh_proxy_fill_requests_total{method=\"get_action_result\",outcome=\"hit\"}",

@@ -8,6 +8,7 @@ pub mod node;
 pub mod processes;
 pub mod real;
 pub mod secure;
+pub mod shared_tier;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
