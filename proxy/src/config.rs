@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::channel::Endpoint;
 use crate::config_security::SecurityArgs;
+use crate::flow_control;
 use crate::operation_name::NodeId;
 use crate::tls::{ClientTlsConfig, MeshTlsConfig, ServerTlsConfig};
 
@@ -97,6 +98,11 @@ pub struct Config {
     /// Execute request itself is capped at 1 MiB below this). Other services stream
     /// through without a bound here.
     pub max_message_bytes: usize,
+    /// HTTP/2 window of each stream on the gRPC listeners: bytes a client may send
+    /// before the proxy has taken them (`flow_control::LISTENER_STREAM_WINDOW`
+    /// says why 512 KiB). One stream uploads at most this much per round trip, so
+    /// clients far away (tens of ms) want more.
+    pub listen_stream_window: u32,
     /// Pass gRPC methods the proxy does not know to the backend instead of
     /// answering UNIMPLEMENTED.
     pub pass_unknown_methods: bool,
@@ -148,6 +154,7 @@ impl Default for Config {
             affinity_load_factor: 1.25,
             load_heartbeat: Duration::from_secs(1),
             max_message_bytes: 16 << 20,
+            listen_stream_window: flow_control::LISTENER_STREAM_WINDOW,
             pass_unknown_methods: false,
             connect_timeout: Duration::from_secs(3),
             tls: None,
@@ -159,6 +166,11 @@ impl Default for Config {
         }
     }
 }
+
+/// HTTP/2's initial window (RFC 9113 §6.9.2): less would slow every stream down.
+const MIN_STREAM_WINDOW: u32 = 65_535;
+/// The largest window HTTP/2 can express (RFC 9113 §6.9.1).
+const MAX_STREAM_WINDOW: u32 = (1 << 31) - 1;
 
 /// A configuration value that cannot work, naming the field at fault.
 #[derive(Debug, thiserror::Error)]
@@ -243,6 +255,12 @@ impl Config {
         if self.max_message_bytes < 64 << 10 {
             return Err(invalid("max_message_bytes", "must be at least 64 KiB"));
         }
+        if !(MIN_STREAM_WINDOW..=MAX_STREAM_WINDOW).contains(&self.listen_stream_window) {
+            return Err(invalid(
+                "listen_stream_window",
+                format!("must be from {MIN_STREAM_WINDOW} to {MAX_STREAM_WINDOW} bytes"),
+            ));
+        }
         match self.peer_listen {
             None if self.peer_advertise.is_some() => {
                 return Err(invalid("peer_advertise", "is set but peer_listen is not"));
@@ -306,6 +324,9 @@ pub struct ServeArgs {
     pub load_heartbeat: Option<Duration>,
     #[arg(long, env = "REMESH_PROXY_MAX_MESSAGE_BYTES")]
     pub max_message_bytes: Option<usize>,
+    /// Bytes one stream may send ahead on the gRPC listeners.
+    #[arg(long, env = "REMESH_PROXY_LISTEN_STREAM_WINDOW")]
+    pub listen_stream_window: Option<u32>,
     #[arg(long, env = "REMESH_PROXY_PASS_UNKNOWN_METHODS")]
     pub pass_unknown_methods: Option<bool>,
     #[arg(long, env = "REMESH_PROXY_CONNECT_TIMEOUT", value_parser = humantime::parse_duration)]
@@ -343,6 +364,7 @@ impl ServeArgs {
             affinity_load_factor,
             load_heartbeat,
             max_message_bytes,
+            listen_stream_window,
             pass_unknown_methods,
             connect_timeout,
             worker_threads,
@@ -434,6 +456,20 @@ mod tests {
                 "affinity_load_factor:",
             ),
             (named("a/b"), "node_id:"),
+            (
+                Config {
+                    listen_stream_window: 1024,
+                    ..named("a")
+                },
+                "listen_stream_window:",
+            ),
+            (
+                Config {
+                    listen_stream_window: 1 << 31,
+                    ..named("a")
+                },
+                "listen_stream_window:",
+            ),
         ];
         for (config, field) in cases {
             let error = config.validate().unwrap_err().to_string();
@@ -460,9 +496,12 @@ mod tests {
             "b:2,c:3",
             "--policy",
             "p2c",
+            "--listen-stream-window",
+            "4194304",
         ])
         .unwrap();
         let config = args.into_config().unwrap();
+        assert_eq!(config.listen_stream_window, 4 << 20);
         assert_eq!(config.node_id, "flag");
         assert_eq!(config.capacity, 3);
         assert_eq!(config.join, ["b:2", "c:3"]);

@@ -42,6 +42,7 @@ pub type EdgeService = TraceContext<Edge<Router>>;
 const MAX_CONCURRENT_STREAMS: u32 = 1000;
 
 /// Serves `service` on `listener` until `shutdown`, then drains for at most `grace`.
+/// Each stream may send `stream_window` bytes ahead of what the proxy has taken.
 /// With a TLS `security`, every connection must complete a TLS handshake first;
 /// handshakes and served connections are counted on `metrics`.
 pub async fn serve(
@@ -51,12 +52,13 @@ pub async fn serve(
     metrics: ProxyMetrics,
     shutdown: CancellationToken,
     grace: Duration,
+    stream_window: u32,
 ) {
     let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     builder
         .timer(TokioTimer::new())
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
-        .initial_stream_window_size(flow_control::STREAM_WINDOW)
+        .initial_stream_window_size(stream_window)
         .initial_connection_window_size(flow_control::CONNECTION_WINDOW)
         .max_frame_size(flow_control::MAX_FRAME)
         .keep_alive_interval(Some(Duration::from_secs(30)))

@@ -361,6 +361,7 @@ impl Prepared {
             metrics: metrics.clone(),
         });
         let metrics_for_listeners = metrics.clone();
+        let stream_window = config.listen_stream_window;
         let stack = tower::ServiceBuilder::new()
             .layer(TraceContextLayer::new(node_id))
             .layer(EdgeLayer::new(metrics))
@@ -374,8 +375,16 @@ impl Prepared {
             async move {
                 if let (Some(listener), Some(security)) = (peer, security.peer_listener) {
                     let grace = SHUTDOWN_GRACE;
-                    crate::grpc_server::serve(listener, stack, security, metrics, shutdown, grace)
-                        .await;
+                    crate::grpc_server::serve(
+                        listener,
+                        stack,
+                        security,
+                        metrics,
+                        shutdown,
+                        grace,
+                        stream_window,
+                    )
+                    .await;
                 }
             }
         };
@@ -386,6 +395,7 @@ impl Prepared {
             metrics_for_listeners,
             shutdown,
             SHUTDOWN_GRACE,
+            stream_window,
         );
         tokio::join!(clients_served, peers_served);
         // Both stop on the same token; wait so the leave announcement goes out.

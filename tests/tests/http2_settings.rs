@@ -1,8 +1,9 @@
 //! The HTTP/2 settings a client meets at the executor and at the proxy in front of it,
 //! and a large upload that uses them. Both accept 1 MiB frames, so a client sending
-//! 1 MiB ByteStream chunks sends each in one frame, and windows of 2 MiB per stream,
-//! so two such chunks can be in flight on each hop (`proxy/src/flow_control.rs`,
-//! `executor/src/flow_control.rs`).
+//! 1 MiB ByteStream chunks sends each in one frame. The executor grants each stream
+//! a 2 MiB window; the proxy's listener 512 KiB unless `listen_stream_window` says
+//! otherwise, so an upload waits on the backend in the proxy's place rather than
+//! piling up in it (`proxy/src/flow_control.rs`, `executor/src/flow_control.rs`).
 
 use bytes::Bytes;
 use remesh_tests::ExecutorOptions;
@@ -26,10 +27,17 @@ fn value(settings: &[(u16, u32)], id: u16) -> Option<u32> {
 async fn executor_and_proxy_accept_whole_mebibyte_frames_and_relay_them() {
     let executor = ExecutorOptions::new().spawn().unwrap();
     let proxy = ProxyProcess::spawn_for(&executor, "settings-node", &[]).unwrap();
+    let wide = ProxyProcess::spawn_for(
+        &executor,
+        "wide-window-node",
+        &["--listen-stream-window", "4194304"],
+    )
+    .unwrap();
 
-    for (who, addr) in [
-        ("executor", executor.grpc_addr()),
-        ("proxy", proxy.grpc_addr()),
+    for (who, addr, window) in [
+        ("executor", executor.grpc_addr(), 2 * MIB),
+        ("proxy", proxy.grpc_addr(), MIB / 2),
+        ("proxy --listen-stream-window", wide.grpc_addr(), 4 * MIB),
     ] {
         let settings = server_settings(addr).await.unwrap();
         assert_eq!(
@@ -39,7 +47,7 @@ async fn executor_and_proxy_accept_whole_mebibyte_frames_and_relay_them() {
         );
         assert_eq!(
             value(&settings, SETTINGS_INITIAL_WINDOW_SIZE),
-            Some(2 * MIB),
+            Some(window),
             "{who} SETTINGS: {settings:?}"
         );
     }
