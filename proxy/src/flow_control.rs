@@ -24,8 +24,9 @@ pub const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
 /// writes-only runs of `bench passthrough` (seven rounds each), 512 KiB wrote at
 /// 1.05× the rate of 1 MiB, which wrote at 1.03× that of 1.5 MiB; 256 KiB at 0.98×
 /// of 512 KiB, with 1.1× the relay CPU, and 64 KiB earlier at 0.93×. Bazel's
-/// uploads (16 KiB messages) pay a little for it: 0.95–1.02× the rate of 2 MiB
-/// over three runs, as the proxy sends four WINDOW_UPDATEs where it sent one.
+/// uploads (16 KiB messages) pay a little for it: 0.95–1.02× the rate of 2 MiB in
+/// four runs of five (0.76× in a noisy one), as the proxy sends four WINDOW_UPDATEs
+/// where it sent one.
 /// Against 1 MiB in the same rounds: 1.03× on 1 MiB messages, 0.97× on Bazel's.
 /// The price on a long thin link: one stream moves at most this much per round
 /// trip (26 MB/s at 20 ms), which a proxy in front of distant clients should raise.

@@ -2,8 +2,8 @@
 //! and a large upload that uses them. Both accept 1 MiB frames, so a client sending
 //! 1 MiB ByteStream chunks sends each in one frame. The executor grants each stream
 //! a 2 MiB window; the proxy's listener 512 KiB unless `listen_stream_window` says
-//! otherwise, so an upload waits on the backend in the proxy's place rather than
-//! piling up in it (`proxy/src/flow_control.rs`, `executor/src/flow_control.rs`).
+//! otherwise, so an upload that outruns the backend waits in the client rather than
+//! piling up in the proxy (`proxy/src/flow_control.rs`, `executor/src/flow_control.rs`).
 
 use bytes::Bytes;
 use remesh_tests::ExecutorOptions;
