@@ -8,8 +8,10 @@
 //! `BatchedSocket` answers h2's small reads from a read-ahead buffer filled by one read
 //! of whatever the kernel holds, and takes its small writes into a buffer that a
 //! writer task of its own sends. On the proxy's single-threaded runtime that task
-//! runs after the connection task has finished its turn, so everything the connection
-//! produced in one turn (frames of many streams) leaves in one `write`.
+//! runs after the connection task has finished its turn, and lets the tasks queued
+//! behind it run once more, so everything the connection produced meanwhile (frames
+//! of many streams, a request's HEADERS and the DATA written a task later) leaves in
+//! one `write`.
 //!
 //! Batching costs a copy in user space, which pays for itself on small frames only.
 //! Large reads (h2 reading the rest of a full DATA frame) go straight into h2's
@@ -103,6 +105,9 @@ struct WriteState {
     writer: Option<Waker>,
     /// The connection, parked until the buffer has room or the shutdown is done.
     connection: Option<Waker>,
+    /// Batches taken by the writer task so far: one `write` each, unless the kernel
+    /// takes a batch in parts.
+    batches: u64,
 }
 
 impl WriteState {
@@ -110,6 +115,27 @@ impl WriteState {
         self.failed
             .as_ref()
             .map(|(kind, text)| io::Error::new(*kind, text.clone()))
+    }
+
+    /// Whether the writer task has something to do.
+    fn has_work(&self) -> bool {
+        !self.pending.is_empty() || self.shutdown_requested || self.dropped
+    }
+
+    /// The writer task's next step, if any. A batch is swapped out, not copied: the
+    /// connection writes into `spare` while it is sent.
+    fn take_next(&mut self, spare: &mut Vec<u8>) -> Option<Next> {
+        if !self.pending.is_empty() {
+            let batch = std::mem::replace(&mut self.pending, std::mem::take(spare));
+            self.in_flight = true;
+            self.batches += 1;
+            self.wake_connection();
+            return Some(Next::Send(batch));
+        }
+        if self.shutdown_requested {
+            return Some(Next::Shutdown);
+        }
+        self.dropped.then_some(Next::Stop)
     }
 
     fn wake_writer(&mut self) {
@@ -277,26 +303,26 @@ enum Next {
 async fn write_loop(shared: Arc<Shared>, mut socket: OwnedWriteHalf) {
     let mut spare = Vec::new();
     loop {
-        let next = std::future::poll_fn(|cx| {
-            let mut state = shared.lock();
-            if !state.pending.is_empty() {
-                // Swapped, not copied: the connection writes into the spare buffer
-                // while this batch is sent.
-                let batch = std::mem::replace(&mut state.pending, std::mem::take(&mut spare));
-                state.in_flight = true;
-                state.wake_connection();
-                return Poll::Ready(Next::Send(batch));
+        let next = loop {
+            std::future::poll_fn(|cx| {
+                let mut state = shared.lock();
+                if state.has_work() {
+                    return Poll::Ready(());
+                }
+                state.writer = Some(cx.waker().clone());
+                Poll::Pending
+            })
+            .await;
+            // h2 writes a request's HEADERS, wakes the body's pump, and writes the
+            // DATA only when the pump has woken it in turn: the DATA arrives a task
+            // or two after this wake-up. Letting the queued tasks run first sends
+            // both in one write, which the backend then reads in one (`bench
+            // passthrough`: 2.25 sends a unary call at concurrency 1 instead of 3.1).
+            requeue_once().await;
+            if let Some(next) = shared.lock().take_next(&mut spare) {
+                break next;
             }
-            if state.shutdown_requested {
-                return Poll::Ready(Next::Shutdown);
-            }
-            if state.dropped {
-                return Poll::Ready(Next::Stop);
-            }
-            state.writer = Some(cx.waker().clone());
-            Poll::Pending
-        })
-        .await;
+        };
         let result = match next {
             Next::Send(mut batch) => {
                 let lingered = async {
@@ -335,6 +361,23 @@ async fn write_loop(shared: Arc<Shared>, mut socket: OwnedWriteHalf) {
             return;
         }
     }
+}
+
+/// Returns once every task already queued on this worker has had its turn: the task
+/// wakes itself and goes to the back of the run queue. Unlike
+/// `tokio::task::yield_now`, which waits for the runtime's next I/O poll, this adds
+/// no system call.
+async fn requeue_once() {
+    let mut requeued = false;
+    std::future::poll_fn(|cx| {
+        if requeued {
+            return Poll::Ready(());
+        }
+        requeued = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+    .await;
 }
 
 impl crate::tls::RemoteAddr for BatchedSocket {

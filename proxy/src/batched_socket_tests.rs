@@ -208,3 +208,38 @@ async fn a_read_returns_end_of_stream_when_the_peer_closes() {
     drop(peer);
     assert_eq!(batched.read(&mut [0u8; 100]).await.unwrap(), 0);
 }
+
+/// Has the current task go to the back of the run queue once, as a task that wakes
+/// another one and then waits for it.
+async fn let_queued_tasks_run() {
+    let mut requeued = false;
+    poll_fn(|cx| {
+        if requeued {
+            return Poll::Ready(());
+        }
+        requeued = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+    .await;
+}
+
+// One thread, as the proxy runs: what runs when is the run queue's order.
+#[tokio::test(flavor = "current_thread")]
+async fn a_write_made_a_task_later_joins_the_same_batch() {
+    // Spawned: the test's own future is not polled from the run queue.
+    tokio::spawn(async {
+        let (mut batched, peer) = pair().await;
+        let reader = read_to_end(peer);
+        // HEADERS, then DATA once the tasks queued meanwhile (the writer among them)
+        // have had a turn: how h2 writes a request whose body waited for capacity.
+        batched.write_all(b"headers").await.unwrap();
+        let_queued_tasks_run().await;
+        batched.write_all(b"data").await.unwrap();
+        batched.shutdown().await.unwrap();
+        assert_eq!(reader.await.unwrap(), b"headersdata");
+        assert_eq!(batched.shared.lock().batches, 1, "sent in separate writes");
+    })
+    .await
+    .unwrap();
+}
