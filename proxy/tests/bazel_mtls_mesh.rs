@@ -24,14 +24,12 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use support::node::{Node, NodeSpec};
-use support::processes::{metric, proxy_binary};
+use support::processes::{EXECUTIONS, metric, proxy_binary};
 use support::real::{BAZEL, Bazel, require};
 use support::secure::Ca;
 
 const BUILD_LIMIT: Duration = Duration::from_secs(300);
 const CONVERGE: Duration = Duration::from_secs(30);
-/// Actions a node's executor ran to a successful end (not cache hits or merges).
-const EXECUTIONS: &str = "remesh_executor_executions_total{outcome=\"success\"}";
 const BIG_BYTES: usize = 52_428_800;
 
 /// A keyring made the way the README says: `remesh-proxy keygen > keyring`.

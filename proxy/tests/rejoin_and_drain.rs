@@ -16,14 +16,11 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use support::netns::{Executed, execute, probe};
 use support::node::{Node, NodeSpec, start_executor, start_proxy};
-use support::processes::metric;
+use support::processes::{EXECUTIONS, metric};
 
 /// A SIGKILLed node is declared down after a probe fails and a suspicion timeout
 /// (with foca's LAN settings, at least 5 s); a node that leaves must be heard sooner.
 const LEAVE_HEARD_WITHIN: Duration = Duration::from_secs(4);
-
-/// Actions a node's executor ran to a successful end.
-const EXECUTIONS: &str = "remesh_executor_executions_total{outcome=\"success\"}";
 
 async fn start_cluster(dir: &std::path::Path, runners: [usize; 3]) -> Vec<Node> {
     let mut specs: Vec<NodeSpec> = ["a", "b", "c"]

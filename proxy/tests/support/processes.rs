@@ -177,6 +177,10 @@ impl UpCluster {
     }
 }
 
+/// The executor's count of actions it ran to a successful end (not cache hits or
+/// merged duplicates), for `metric`.
+pub const EXECUTIONS: &str = "remesh_executor_executions_total{outcome=\"success\"}";
+
 /// A counter or gauge from a Prometheus text page: `name` alone sums every label set,
 /// `name{label="value"}` picks one.
 pub async fn metric(addr: SocketAddr, name: &str) -> f64 {

@@ -49,6 +49,21 @@ pub fn fan_args(endpoint: SocketAddr) -> Vec<String> {
     ]
 }
 
+/// Checks what each of three nodes' executors ran during one `fan` build sent to
+/// node 0, which has a single runner: every one of the workspace's 51 actions ran
+/// once, and nodes 1 and 2 ran some of them.
+pub fn assert_fan_spread(ran: &[f64]) {
+    assert_eq!(
+        ran.iter().sum::<f64>(),
+        51.0,
+        "every action ran once: {ran:?}"
+    );
+    assert!(
+        ran[1] > 0.0 && ran[2] > 0.0,
+        "node 0 (one runner) must share with nodes 1 and 2: {ran:?}"
+    );
+}
+
 /// A port that was free a moment ago (for servers that cannot bind port 0).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
