@@ -210,7 +210,9 @@ async fn a_read_returns_end_of_stream_when_the_peer_closes() {
 }
 
 /// Has the current task go to the back of the run queue once, as a task that wakes
-/// another one and then waits for it.
+/// another one and then waits for it. Written apart from the writer's own
+/// `requeue_once` on purpose: were that to return at once, the test below would
+/// still write twice with the writer between, and fail.
 async fn let_queued_tasks_run() {
     let mut requeued = false;
     poll_fn(|cx| {
