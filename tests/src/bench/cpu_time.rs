@@ -22,6 +22,12 @@ pub fn of_process_tree(pid: u32) -> Option<Duration> {
     Some(Duration::from_millis(ticks * 1000 / USER_HZ))
 }
 
+/// User plus system time of `pid` alone, all its threads included; `None` when
+/// `/proc` cannot tell.
+pub fn of_process(pid: u32) -> Option<Duration> {
+    Some(Duration::from_millis(ticks_of(pid)? * 1000 / USER_HZ))
+}
+
 /// `utime + stime` of one process, all its threads included.
 fn ticks_of(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

@@ -2,8 +2,9 @@
 //! `remesh-proxy serve` (executor mode, one node) and through nginx `grpc_pass`.
 //!
 //! Unary: FindMissingBlobs of 100 digests (50 stored, 50 absent) at concurrency 1 and
-//! 64, calls/s, p50/p99 latency, and the CPU time the relay (proxy or nginx, all its
-//! processes) spent per call. Streams: ByteStream Write then Read of a fresh 256 MiB
+//! 64, calls/s, p50/p99 latency, the CPU time the relay (proxy or nginx, all its
+//! processes) spent per call, and what the client and the executor spent per call
+//! together: on shared cores the ratio to direct is set by the sum of the three. Streams: ByteStream Write then Read of a fresh 256 MiB
 //! blob in 1 MiB messages (tonic's client, 1 MiB frames where the server takes them),
 //! then a Write of another in 16 KiB messages, one DATA frame each, as Bazel uploads.
 //! Every round visits every contender, in a rotating order.
@@ -52,8 +53,9 @@ struct Contender {
     /// The relay's process (nginx: its master, whose workers are counted with it);
     /// none for direct.
     relay_pid: Option<u32>,
-    /// Per concurrency: calls/s, p50 ms, p99 ms, relay CPU µs per call.
-    unary: Vec<[Series; 4]>,
+    /// Per concurrency: calls/s, p50 ms, p99 ms, relay CPU µs per call, client and
+    /// executor CPU µs per call.
+    unary: Vec<[Series; 5]>,
     writes: Series,
     reads: Series,
     /// Relay CPU ms over one ByteStream write, and over one read.
@@ -166,10 +168,19 @@ pub async fn run(runs: usize) -> anyhow::Result<String> {
                     concurrency,
                     unary_limits(concurrency),
                 );
+                let others_before = client_and_executor_cpu(executor.pid());
                 let (result, cpu_ms) = with_cpu(contender.relay_pid, round)
                     .await
                     .map_err(|error| error.context(format!("{} unary", contender.name)))?;
-                let [rate, p50, p99, cpu] = &mut contender.unary[slot];
+                let others_after = client_and_executor_cpu(executor.pid());
+                let [rate, p50, p99, cpu, others] = &mut contender.unary[slot];
+                let others_per_call = others_before.zip(others_after).map(|(before, after)| {
+                    after.saturating_sub(before).as_secs_f64() * 1e6
+                        / result.completed.max(1) as f64
+                });
+                if let Some(per_call) = others_per_call {
+                    others.push(per_call);
+                }
                 rate.push(result.rate());
                 p50.push(result.percentile_ms(50.0));
                 p99.push(result.percentile_ms(99.0));
@@ -178,12 +189,15 @@ pub async fn run(runs: usize) -> anyhow::Result<String> {
                     cpu.push(per_call);
                 }
                 eprintln!(
-                    "    {} c={concurrency}: {:.0} calls/s, p50 {:.2} ms, p99 {:.2} ms{}",
+                    "    {} c={concurrency}: {:.0} calls/s, p50 {:.2} ms, p99 {:.2} ms{}{}",
                     contender.name,
                     result.rate(),
                     result.percentile_ms(50.0),
                     result.percentile_ms(99.0),
-                    per_call.map_or(String::new(), |us| format!(", relay CPU {us:.1} µs/call"))
+                    per_call.map_or(String::new(), |us| format!(", relay CPU {us:.1} µs/call")),
+                    others_per_call.map_or(String::new(), |us| format!(
+                        ", client + executor CPU {us:.1} µs/call"
+                    )),
                 );
             }
         }
@@ -260,6 +274,12 @@ pub async fn run(runs: usize) -> anyhow::Result<String> {
 
 /// Runs `work` and returns its result with the CPU milliseconds the process tree of
 /// `pid` spent meanwhile (none without a pid, or when `/proc` cannot be read).
+/// CPU time of this process (the benchmark's clients) and of the executor. Not
+/// `of_process_tree` for this process: the relays are its children.
+fn client_and_executor_cpu(executor_pid: u32) -> Option<std::time::Duration> {
+    Some(cpu_time::of_process(std::process::id())? + cpu_time::of_process(executor_pid)?)
+}
+
 async fn with_cpu<T>(
     pid: Option<u32>,
     work: impl std::future::Future<Output = anyhow::Result<T>>,
@@ -310,6 +330,11 @@ fn render(contenders: &[Contender], runs: usize, nginx: &NginxOptions) -> String
         add(
             format!("{what}: relay CPU µs per call"),
             &|c| &c.unary[slot][3],
+            1,
+        );
+        add(
+            format!("{what}: client + executor CPU µs per call"),
+            &|c| &c.unary[slot][4],
             1,
         );
     }
