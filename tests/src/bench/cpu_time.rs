@@ -19,13 +19,17 @@ pub fn of_process_tree(pid: u32) -> Option<Duration> {
         // A worker that exited between the listing and the read has nothing to add.
         ticks += ticks_of(child).unwrap_or(0);
     }
-    Some(Duration::from_millis(ticks * 1000 / USER_HZ))
+    Some(from_ticks(ticks))
 }
 
 /// User plus system time of `pid` alone, all its threads included; `None` when
 /// `/proc` cannot tell.
 pub fn of_process(pid: u32) -> Option<Duration> {
-    Some(Duration::from_millis(ticks_of(pid)? * 1000 / USER_HZ))
+    Some(from_ticks(ticks_of(pid)?))
+}
+
+fn from_ticks(ticks: u64) -> Duration {
+    Duration::from_millis(ticks * 1000 / USER_HZ)
 }
 
 /// `utime + stime` of one process, all its threads included.

@@ -4,9 +4,10 @@
 //! Unary: FindMissingBlobs of 100 digests (50 stored, 50 absent) at concurrency 1 and
 //! 64, calls/s, p50/p99 latency, the CPU time the relay (proxy or nginx, all its
 //! processes) spent per call, and what the client and the executor spent per call
-//! together: on shared cores the ratio to direct is set by the sum of the three. Streams: ByteStream Write then Read of a fresh 256 MiB
-//! blob in 1 MiB messages (tonic's client, 1 MiB frames where the server takes them),
-//! then a Write of another in 16 KiB messages, one DATA frame each, as Bazel uploads.
+//! together: on shared cores the ratio to direct is set by the sum of the three.
+//! Streams: ByteStream Write then Read of a fresh 256 MiB blob in 1 MiB messages
+//! (tonic's client, 1 MiB frames where the server takes them), then a Write of
+//! another in 16 KiB messages, one DATA frame each, as Bazel uploads.
 //! Every round visits every contender, in a rotating order.
 //!
 //! With `REMESH_BENCH_BASELINE_PROXY=<path to another remesh-proxy build>`, that build
