@@ -63,6 +63,13 @@ pub fn status_of(error: &BoxError) -> tonic::Status {
         } else {
             Code::Unavailable
         }
+    } else if let Some(error) = error.downcast_ref::<h2::Error>() {
+        // An upstream stream that broke: cancelled if either side asked for it.
+        if error.reason() == Some(h2::Reason::CANCEL) {
+            Code::Cancelled
+        } else {
+            Code::Unavailable
+        }
     } else {
         Code::Unknown
     };

@@ -15,7 +15,7 @@
 //! - `edge`: the outermost layer, where errors become gRPC statuses.
 //! - `route`: which node serves a call (pass-through, Execute, operation names).
 //! - `channel`: pooled HTTP/2 connections to an upstream (one per peer, a few to the
-//!   backend).
+//!   backend), on h2's client.
 //! - `wire`: gRPC framing and protobuf walking, for reading and renaming without
 //!   re-encoding.
 //! - `operation_name`: `remesh/<node_id>/<backend name>`.

@@ -17,7 +17,7 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use hyper::body::Incoming;
+use crate::channel::UpstreamBody;
 
 use crate::body::ProxyRequest;
 use crate::channel::{ChannelError, ChannelSettings, Endpoint, Http2Channel};
@@ -92,7 +92,7 @@ impl StreamPool {
     pub async fn send(
         &self,
         request: ProxyRequest,
-    ) -> Result<(http::Response<Incoming>, OpenStream), ChannelError> {
+    ) -> Result<(http::Response<UpstreamBody>, OpenStream), ChannelError> {
         if self.closed.load(Ordering::Relaxed) {
             return Err(ChannelError::Closed {
                 endpoint: self.endpoint.authority(),

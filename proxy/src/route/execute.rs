@@ -31,7 +31,7 @@ const RETRY_ELSEWHERE: &[tonic::Code] = &[
 
 /// Whether a response head means the candidate took the operation: anything but a
 /// trailers-only answer carrying a "try elsewhere" status.
-fn refused(response: &http::Response<hyper::body::Incoming>) -> bool {
+fn refused(response: &http::Response<crate::channel::UpstreamBody>) -> bool {
     if !response.status().is_success() {
         return true;
     }

@@ -1,4 +1,4 @@
-//! One multiplexed HTTP/2 connection to one upstream: the local backend or a peer's
+//! Multiplexed HTTP/2 connections to one upstream: the local backend or a peer's
 //! proxy. Cleartext (h2c) by default; over TLS when the settings carry a connector
 //! (`grpcs://` backends with `[backend_tls]`, peers with `[mesh_tls]`).
 //!
@@ -7,23 +7,28 @@
 //! retried once on a fresh one, which keeps a backend restart invisible to clients.
 //! Dropping the channel (a peer that left) closes the connection once in-flight
 //! streams end; `close` (a peer declared down) ends them at once.
+//!
+//! The client side is h2's own, under hyper's server: `connection` dials and drives
+//! a connection (keep-alive included), `request_body` sends a request's body,
+//! `response_body` reads the upstream's answer.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+mod connection;
+mod request_body;
+mod response_body;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use hyper::body::Incoming;
-use hyper::client::conn::http2::{self, SendRequest};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use http_body::Body as _;
 use prometheus_client::metrics::counter::Counter;
-use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
-use crate::batched_socket::BatchedSocket;
-use crate::body::{ProxyBody, ProxyRequest};
-use crate::flow_control;
+use crate::body::ProxyRequest;
 use crate::tls::TlsConnector;
+use connection::Connection;
+use response_body::OpenStreamGuard;
+pub use response_body::UpstreamBody;
 
 /// Where an upstream listens: host (name or IP) and port.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,15 +107,9 @@ pub enum ChannelError {
         source: crate::tls::ConnectError,
     },
     #[error("HTTP/2 handshake with {endpoint}: {}", error_chain(source))]
-    Handshake {
-        endpoint: String,
-        source: hyper::Error,
-    },
+    Handshake { endpoint: String, source: h2::Error },
     #[error("request to {endpoint}: {}", error_chain(source))]
-    Request {
-        endpoint: String,
-        source: hyper::Error,
-    },
+    Request { endpoint: String, source: h2::Error },
     #[error("bad request URI: {0}")]
     Uri(#[from] http::Error),
     #[error("{endpoint:?} is not a host and port a request can name")]
@@ -119,8 +118,8 @@ pub enum ChannelError {
     Closed { endpoint: String },
 }
 
-/// An error and its causes on one line: hyper's own message ("http2 error") says
-/// little without the h2 reason beneath it.
+/// An error and its causes on one line: an outer message says little without the
+/// reason beneath it.
 pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut cause = error.source();
@@ -177,7 +176,7 @@ pub struct Http2Channel {
     uri_base: Option<(http::uri::Scheme, http::uri::Authority)>,
     settings: ChannelSettings,
     /// One slot per connection; requests take them in turn.
-    connections: Vec<Mutex<Option<SendRequest<ProxyBody>>>>,
+    connections: Vec<Mutex<Option<Connection>>>,
     next: AtomicUsize,
     /// Cancelled by `close`: every connection task ends, and with it every stream.
     closed: CancellationToken,
@@ -226,10 +225,16 @@ impl Http2Channel {
 
     /// Sends `request` (its path kept, scheme and authority replaced) and returns the
     /// upstream's response head; the body streams on.
+    ///
+    /// h2 directly, not hyper's client: hyper hands each request to its connection
+    /// task through a channel and spawns two tasks per request (the body's pump and
+    /// the response's hand-over), where here the request's own task opens the stream
+    /// and awaits the answer. With what has already arrived of the body sent at once,
+    /// a unary call spawns nothing.
     pub async fn send(
         &self,
         request: ProxyRequest,
-    ) -> Result<http::Response<Incoming>, ChannelError> {
+    ) -> Result<http::Response<UpstreamBody>, ChannelError> {
         let (mut parts, body) = request.into_parts();
         let Some((scheme, authority)) = self.uri_base.clone() else {
             return Err(ChannelError::BadAuthority {
@@ -244,36 +249,61 @@ impl Http2Channel {
             uri.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
         }
         parts.uri = http::Uri::from_parts(uri).map_err(http::Error::from)?;
-        let mut request = http::Request::from_parts(parts, body);
         let slot =
             &self.connections[self.next.fetch_add(1, Ordering::Relaxed) % self.connections.len()];
-        for attempt in 0..2 {
-            let mut sender = self.connected_sender(slot).await?;
-            match sender.try_send_request(request).await {
-                Ok(response) => return Ok(response),
-                Err(mut error) => match error.take_message() {
-                    // Never written to the connection: safe to resend on a new one.
-                    Some(unsent) if attempt == 0 => {
-                        forget(slot, &sender).await;
-                        request = unsent;
-                    }
-                    _ => {
-                        forget(slot, &sender).await;
-                        return Err(ChannelError::Request {
-                            endpoint: self.authority.clone(),
-                            source: error.into_error(),
-                        });
-                    }
-                },
-            }
+        let (connection, mut sender) = self.ready_sender(slot).await?;
+        let end_of_stream = body.is_end_stream();
+        let head = http::Request::from_parts(parts, ());
+        let (response, stream) = sender
+            .send_request(head, end_of_stream)
+            .map_err(|source| self.request_error(source))?;
+        let open = OpenStreamGuard::new(&connection.open);
+        if !end_of_stream {
+            request_body::send(body, stream);
         }
-        unreachable!("the second attempt always returns")
+        let response = response
+            .await
+            .map_err(|source| self.request_error(source))?;
+        Ok(response.map(|stream| UpstreamBody::new(stream, open)))
     }
 
-    async fn connected_sender(
+    /// A connection ready for a new stream. One that turns out dead is forgotten and
+    /// a fresh one dialled once: no request was written to it, so a backend restart
+    /// stays invisible to clients.
+    async fn ready_sender(
         &self,
-        slot: &Mutex<Option<SendRequest<ProxyBody>>>,
-    ) -> Result<SendRequest<ProxyBody>, ChannelError> {
+        slot: &Mutex<Option<Connection>>,
+    ) -> Result<(Connection, h2::client::SendRequest<bytes::Bytes>), ChannelError> {
+        let mut attempt = 0;
+        loop {
+            let connection = self.connected(slot).await?;
+            match h2::client::SendRequest::clone(&connection.sender)
+                .ready()
+                .await
+            {
+                Ok(sender) => return Ok((connection, sender)),
+                Err(source) => {
+                    forget(slot, &connection).await;
+                    attempt += 1;
+                    if attempt == 2 {
+                        return Err(self.request_error(source));
+                    }
+                }
+            }
+        }
+    }
+
+    fn request_error(&self, source: h2::Error) -> ChannelError {
+        ChannelError::Request {
+            endpoint: self.authority.clone(),
+            source,
+        }
+    }
+
+    async fn connected(
+        &self,
+        slot: &Mutex<Option<Connection>>,
+    ) -> Result<Connection, ChannelError> {
         if self.closed.is_cancelled() {
             return Err(ChannelError::Closed {
                 endpoint: self.authority.clone(),
@@ -281,147 +311,33 @@ impl Http2Channel {
         }
         // Held across the dial so that concurrent first requests share one connection.
         let mut guard = slot.lock().await;
-        if let Some(sender) = guard.as_ref()
-            && !sender.is_closed()
+        if let Some(connection) = guard.as_ref()
+            && !connection.is_ended()
         {
-            return Ok(sender.clone());
+            return Ok(connection.clone());
         }
         // Boxed: dialling (TCP, TLS, the HTTP/2 handshake) is a future of several KiB
         // that would otherwise sit inside every request's future, to be moved and
         // copied per call, though it runs only when a connection is made.
-        let sender = Box::pin(self.dial()).await?;
-        *guard = Some(sender.clone());
-        Ok(sender)
-    }
-
-    async fn dial(&self) -> Result<SendRequest<ProxyBody>, ChannelError> {
-        let endpoint = self.authority.clone();
-        let after = self.settings.connect_timeout;
-        let connect = TcpStream::connect((self.endpoint.host.as_str(), self.endpoint.port));
-        let stream = tokio::time::timeout(after, connect)
-            .await
-            .map_err(|_| ChannelError::ConnectTimeout {
-                endpoint: endpoint.clone(),
-                after,
-            })?
-            .map_err(|source| ChannelError::Connect {
-                endpoint: endpoint.clone(),
-                source,
-            })?;
-        // Small gRPC messages must not wait for Nagle.
-        let _ = stream.set_nodelay(true);
-        let stream = BatchedSocket::new(stream);
-        match &self.settings.tls {
-            None => self.handshake(TokioIo::new(stream)).await,
-            Some(connector) => {
-                let tls = connector
-                    .connect(&self.endpoint.host, stream)
-                    .await
-                    .map_err(|source| ChannelError::Tls {
-                        endpoint: endpoint.clone(),
-                        source,
-                    })?;
-                self.handshake(TokioIo::new(tls)).await
-            }
-        }
-    }
-
-    /// HTTP/2 over a connected (and, if configured, TLS-wrapped) stream.
-    async fn handshake<I>(&self, io: I) -> Result<SendRequest<ProxyBody>, ChannelError>
-    where
-        I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    {
-        let endpoint = self.authority.clone();
-        let (mut sender, connection) = http2::Builder::new(ClosingExecutor {
-            closed: self.closed.clone(),
-            connection_spawned: Arc::default(),
-        })
-        .timer(TokioTimer::new())
-        .initial_stream_window_size(flow_control::STREAM_WINDOW)
-        .initial_connection_window_size(flow_control::CONNECTION_WINDOW)
-        .max_frame_size(flow_control::MAX_FRAME)
-        .keep_alive_interval(self.settings.keepalive_interval)
-        .keep_alive_timeout(self.settings.keepalive_interval)
-        .handshake(io)
-        .await
-        .map_err(|source| ChannelError::Handshake {
-            endpoint: endpoint.clone(),
-            source,
-        })?;
-        let closed = self.closed.clone();
-        let failures = self.settings.failures.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                // An error here failed every stream still open on the connection
-                // (an upstream that crashed, a keep-alive timeout, an HTTP/2
-                // protocol error such as too many resets): worth an operator's eye.
-                result = connection => if let Err(error) = result {
-                    failures.inc();
-                    let error = error_chain(&error);
-                    tracing::warn!(%endpoint, %error, "upstream connection failed");
-                },
-                // Dropping the connection fails its open streams.
-                () = closed.cancelled() => {
-                    tracing::info!(%endpoint, "closing the connection to a peer declared down");
-                }
-            }
-        });
-        sender
-            .ready()
-            .await
-            .map_err(|source| ChannelError::Handshake {
-                endpoint: self.authority.clone(),
-                source,
-            })?;
-        Ok(sender)
+        let dial = connection::dial(
+            &self.endpoint,
+            &self.authority,
+            &self.settings,
+            &self.closed,
+        );
+        let connection = Box::pin(dial).await?;
+        *guard = Some(connection.clone());
+        Ok(connection)
     }
 }
 
-/// Spawns hyper's tasks for one connection so that `Http2Channel::close` can end
-/// them: hyper drives the HTTP/2 connection in a task of its own, out of reach of the
-/// handle it returns. Dropping that task drops the HTTP/2 state, which fails every
-/// open stream.
-///
-/// Only that first task is raced against `closed`. hyper spawns it during the
-/// handshake, before a request can exist; every later task belongs to one request
-/// (its body's pump, its response) and ends with an error once the connection is
-/// gone. Racing those too cost each request a registration on the token and its
-/// removal: without it, 0.97× the proxy's CPU per call at concurrency 64 (three
-/// runs of `bench passthrough`). Should hyper ever spawn something else first, the
-/// connection would outlive `close`: `peer_down_streams` fails then (checked).
-#[derive(Clone)]
-struct ClosingExecutor {
-    closed: CancellationToken,
-    /// Shared by the clones hyper makes of one handshake's executor.
-    connection_spawned: Arc<AtomicBool>,
-}
-
-impl<F> hyper::rt::Executor<F> for ClosingExecutor
-where
-    F: std::future::Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    fn execute(&self, future: F) {
-        if self.connection_spawned.swap(true, Ordering::Relaxed) {
-            tokio::spawn(future);
-            return;
-        }
-        let closed = self.closed.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = future => {}
-                () = closed.cancelled() => {}
-            }
-        });
-    }
-}
-
-/// Forgets a slot's connection once it is closed, so the next request dials anew.
-async fn forget(slot: &Mutex<Option<SendRequest<ProxyBody>>>, failed: &SendRequest<ProxyBody>) {
+/// Forgets a slot's connection if it is still the one that failed, so the next
+/// request dials anew.
+async fn forget(slot: &Mutex<Option<Connection>>, failed: &Connection) {
     let mut guard = slot.lock().await;
     if guard
         .as_ref()
-        .is_some_and(|current| current.is_closed() || failed.is_closed())
+        .is_some_and(|current| current.same_as(failed) || current.is_ended())
     {
         guard.take();
     }
@@ -430,6 +346,49 @@ async fn forget(slot: &Mutex<Option<SendRequest<ProxyBody>>>, failed: &SendReque
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An upstream that accepts connections and then never reads or answers, like a
+    /// host that froze: requests to it must fail once a keep-alive ping goes
+    /// unanswered, and the next request must dial anew.
+    #[tokio::test]
+    async fn an_upstream_that_stops_answering_fails_its_streams_by_keep_alive() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (accepted_tx, mut accepted) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                // Held open, never read: the kernel acknowledges, nothing answers.
+                let _ = accepted_tx.send(socket);
+            }
+        });
+        let settings = ChannelSettings {
+            keepalive_interval: Duration::from_millis(100),
+            ..ChannelSettings::default()
+        };
+        let failures = settings.failures.clone();
+        let channel = Http2Channel::new(Endpoint::from_addr(addr), settings);
+        let request = || {
+            http::Request::builder()
+                .method("POST")
+                .uri("/build.bazel.remote.execution.v2.Capabilities/GetCapabilities")
+                .body(crate::body::full(bytes::Bytes::from_static(&[
+                    0, 0, 0, 0, 0,
+                ])))
+                .unwrap()
+        };
+        for connections in 1..=2 {
+            let outcome = tokio::time::timeout(Duration::from_secs(10), channel.send(request()))
+                .await
+                .expect("the keep-alive ends the request within the deadline");
+            let error = outcome.expect_err("nothing answers");
+            assert!(matches!(error, ChannelError::Request { .. }), "{error}");
+            assert_eq!(failures.get(), connections);
+            assert!(
+                accepted.try_recv().is_ok(),
+                "connection {connections} dialled"
+            );
+        }
+    }
 
     #[test]
     fn endpoints_parse() {
