@@ -10,11 +10,16 @@
 //! another in 16 KiB messages, one DATA frame each, as Bazel uploads.
 //! Every round visits every contender, in a rotating order.
 //!
+//! `--only unary` or `--only streams` runs one half. nginx is required: the suite
+//! stops when it cannot start.
+//!
 //! With `REMESH_BENCH_BASELINE_PROXY=<path to another remesh-proxy build>`, that build
 //! runs as one more contender in front of the same executor, so a change to the
 //! proxy is measured against the code before it in the same run.
 
 use std::fmt::Write as _;
+
+use anyhow::Context as _;
 
 use super::cpu_time;
 use super::stats::{Series, Table, ratio};
@@ -37,6 +42,25 @@ const BASELINE: &str = "baseline proxy";
 const NGINX: &str = "nginx";
 /// Names another `remesh-proxy` binary to measure beside this one.
 const BASELINE_PROXY_ENV: &str = "REMESH_BENCH_BASELINE_PROXY";
+
+/// Which halves of the suite run: both by default; one alone when a change touches
+/// only unary calls or only streams and more rounds of it are worth more.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Parts {
+    Both,
+    Unary,
+    Streams,
+}
+
+impl Parts {
+    fn unary(self) -> bool {
+        self != Parts::Streams
+    }
+
+    fn streams(self) -> bool {
+        self != Parts::Unary
+    }
+}
 
 /// Each unary round: at most this many calls or this long.
 fn unary_limits(concurrency: usize) -> Limits {
@@ -92,7 +116,7 @@ impl Contender {
     }
 }
 
-pub async fn run(runs: usize) -> anyhow::Result<String> {
+pub async fn run(runs: usize, parts: Parts) -> anyhow::Result<String> {
     // Room for a few 256 MiB blobs: older ones are evicted instead of filling memory.
     let cas_dir = in_memory_dir()?;
     let executor = ExecutorOptions::new()
@@ -122,24 +146,19 @@ pub async fn run(runs: usize) -> anyhow::Result<String> {
         None => None,
     };
     let nginx_options = NginxOptions::new(executor.grpc_addr());
-    let nginx: Option<NginxGrpcProxy> = match nginx_options.spawn() {
-        Ok(nginx) => Some(nginx),
-        Err(error) => {
-            eprintln!("nginx comparison skipped: {error:#}");
-            None
-        }
-    };
+    // The comparison the suite exists for: without nginx it stops rather than print
+    // a table a reader could take for the whole one.
+    let nginx: NginxGrpcProxy = nginx_options
+        .spawn()
+        .context("starting nginx for the comparison (Debian: apt-get install nginx)")?;
     eprintln!(
-        "pass-through suite: executor pid {} at {}, remesh-proxy pid {} at {}{}",
+        "pass-through suite: executor pid {} at {}, remesh-proxy pid {} at {}, nginx pid {} at {}",
         executor.pid(),
         executor.grpc_addr(),
         proxy.pid(),
         proxy.grpc_addr(),
-        nginx.as_ref().map_or(String::new(), |n| format!(
-            ", nginx pid {} at {}",
-            n.pid(),
-            n.addr
-        )),
+        nginx.pid(),
+        nginx.addr,
     );
 
     let mut contenders = vec![
@@ -150,9 +169,7 @@ pub async fn run(runs: usize) -> anyhow::Result<String> {
         contenders
             .push(Contender::new(BASELINE, baseline.grpc_addr(), Some(baseline.pid())).await?);
     }
-    if let Some(nginx) = &nginx {
-        contenders.push(Contender::new(NGINX, nginx.addr, Some(nginx.pid())).await?);
-    }
+    contenders.push(Contender::new(NGINX, nginx.addr, Some(nginx.pid())).await?);
     let list = FindMissingList::prepare(&contenders[0].connections[0], DIGESTS).await?;
     // Warm-up: connections, flow-control windows, the backend's allocator.
     for contender in &contenders {
@@ -160,7 +177,7 @@ pub async fn run(runs: usize) -> anyhow::Result<String> {
             .await?;
     }
 
-    for round in 0..runs {
+    for round in (0..runs).filter(|_| parts.unary()) {
         for (slot, &concurrency) in CONCURRENCIES.iter().enumerate() {
             for index in rotation(contenders.len(), round) {
                 let contender = &mut contenders[index];
@@ -204,7 +221,7 @@ pub async fn run(runs: usize) -> anyhow::Result<String> {
         }
         eprintln!("  unary round {} of {runs} done", round + 1);
     }
-    for round in 0..runs {
+    for round in (0..runs).filter(|_| parts.streams()) {
         for index in rotation(contenders.len(), round) {
             let contender = &mut contenders[index];
             let seed = ((round * 16 + index) as u64) << 8;
@@ -263,24 +280,22 @@ pub async fn run(runs: usize) -> anyhow::Result<String> {
         }
         eprintln!("  ByteStream round {} of {runs} done", round + 1);
     }
-    if let Some(nginx) = &nginx {
-        let log = nginx.error_log();
-        if !log.trim().is_empty() {
-            eprintln!("nginx error log:\n{log}");
-        }
+    let log = nginx.error_log();
+    if !log.trim().is_empty() {
+        eprintln!("nginx error log:\n{log}");
     }
     // Dropping the handles stops every process by pid.
-    Ok(render(&contenders, runs, &nginx_options))
+    Ok(render(&contenders, runs, parts, &nginx_options))
 }
 
-/// Runs `work` and returns its result with the CPU milliseconds the process tree of
-/// `pid` spent meanwhile (none without a pid, or when `/proc` cannot be read).
 /// CPU time of this process (the benchmark's clients) and of the executor. Not
 /// `of_process_tree` for this process: the relays are its children.
 fn client_and_executor_cpu(executor_pid: u32) -> Option<std::time::Duration> {
     Some(cpu_time::of_process(std::process::id())? + cpu_time::of_process(executor_pid)?)
 }
 
+/// Runs `work` and returns its result with the CPU milliseconds the process tree of
+/// `pid` spent meanwhile (none without a pid, or when `/proc` cannot be read).
 async fn with_cpu<T>(
     pid: Option<u32>,
     work: impl std::future::Future<Output = anyhow::Result<T>>,
@@ -294,9 +309,9 @@ async fn with_cpu<T>(
     Ok((value, ms))
 }
 
-fn render(contenders: &[Contender], runs: usize, nginx: &NginxOptions) -> String {
+fn render(contenders: &[Contender], runs: usize, parts: Parts, nginx: &NginxOptions) -> String {
     // Ratio columns: every contender against direct (always first), then the proxy
-    // against the baseline build and against nginx when they ran.
+    // against the baseline build (when it ran) and against nginx.
     let index_of = |name: &str| contenders.iter().position(|c| c.name == name);
     let mut pairs: Vec<(String, usize, usize)> = (1..contenders.len())
         .map(|i| (format!("{} ÷ direct", contenders[i].name), i, 0))
@@ -323,7 +338,7 @@ fn render(contenders: &[Contender], runs: usize, nginx: &NginxOptions) -> String
         }));
         table.row(cells);
     };
-    for (slot, concurrency) in CONCURRENCIES.iter().enumerate() {
+    for (slot, concurrency) in CONCURRENCIES.iter().enumerate().filter(|_| parts.unary()) {
         let what = format!("FindMissingBlobs ({DIGESTS} digests), concurrency {concurrency}");
         add(format!("{what}: calls/s"), &|c| &c.unary[slot][0], 0);
         add(format!("{what}: p50 ms"), &|c| &c.unary[slot][1], 2);
@@ -339,28 +354,30 @@ fn render(contenders: &[Contender], runs: usize, nginx: &NginxOptions) -> String
             1,
         );
     }
-    add("ByteStream Write 256 MiB: MB/s".into(), &|c| &c.writes, 0);
-    add("ByteStream Read 256 MiB: MB/s".into(), &|c| &c.reads, 0);
-    add(
-        "ByteStream Write 256 MiB in 16 KiB messages (Bazel's): MB/s".into(),
-        &|c| &c.bazel_writes,
-        0,
-    );
-    add(
-        "ByteStream Write 256 MiB: relay CPU ms".into(),
-        &|c| &c.write_cpu,
-        0,
-    );
-    add(
-        "ByteStream Read 256 MiB: relay CPU ms".into(),
-        &|c| &c.read_cpu,
-        0,
-    );
-    add(
-        "ByteStream Write 256 MiB in 16 KiB messages: relay CPU ms".into(),
-        &|c| &c.bazel_write_cpu,
-        0,
-    );
+    if parts.streams() {
+        add("ByteStream Write 256 MiB: MB/s".into(), &|c| &c.writes, 0);
+        add("ByteStream Read 256 MiB: MB/s".into(), &|c| &c.reads, 0);
+        add(
+            "ByteStream Write 256 MiB in 16 KiB messages (Bazel's): MB/s".into(),
+            &|c| &c.bazel_writes,
+            0,
+        );
+        add(
+            "ByteStream Write 256 MiB: relay CPU ms".into(),
+            &|c| &c.write_cpu,
+            0,
+        );
+        add(
+            "ByteStream Read 256 MiB: relay CPU ms".into(),
+            &|c| &c.read_cpu,
+            0,
+        );
+        add(
+            "ByteStream Write 256 MiB in 16 KiB messages: relay CPU ms".into(),
+            &|c| &c.bazel_write_cpu,
+            0,
+        );
+    }
     let mut text = table.render();
     for contender in contenders.iter().filter(|c| c.stalls > 0) {
         let _ = writeln!(

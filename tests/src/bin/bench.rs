@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run --release -p remesh-tests --bin bench [-- [executor|proxy|all] [--runs N]]
 //! ```
+//! (`--only unary` or `--only streams` runs one half of the pass-through suite.)
 //! - `executor` (the default): one `remesh-executor` on its own.
 //! - `proxy`: the same executor direct, through `remesh-proxy` and through nginx
 //!   (FindMissingBlobs, ByteStream), then Execute local vs forwarded to a peer.
@@ -18,7 +19,8 @@
 #![forbid(unsafe_code)]
 
 use anyhow::{Context, bail};
-use remesh_tests::bench::{executor_suite, fill_suite, forward_suite, passthrough_suite};
+use remesh_tests::bench::passthrough_suite::{self, Parts};
+use remesh_tests::bench::{executor_suite, fill_suite, forward_suite};
 
 #[derive(Clone, Copy, PartialEq)]
 enum Suite {
@@ -32,11 +34,20 @@ enum Suite {
     All,
 }
 
-const USAGE: &str = "usage: bench [executor|proxy|passthrough|forward|fill|all] [--runs N]";
+const USAGE: &str = "usage: bench [executor|proxy|passthrough|forward|fill|all] [--runs N] \
+                     [--only unary|streams]";
 
-fn parse() -> anyhow::Result<(Suite, usize)> {
+struct Options {
+    suite: Suite,
+    runs: usize,
+    /// Which halves of the pass-through suite run.
+    passthrough: Parts,
+}
+
+fn parse() -> anyhow::Result<Options> {
     let mut suite = Suite::Executor;
     let mut runs = 5;
+    let mut passthrough = Parts::Both;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -53,26 +64,42 @@ fn parse() -> anyhow::Result<(Suite, usize)> {
                     bail!("--runs must be at least 1");
                 }
             }
+            "--only" => {
+                passthrough = match args.next().context(USAGE)?.as_str() {
+                    "unary" => Parts::Unary,
+                    "streams" => Parts::Streams,
+                    _ => bail!("--only takes unary or streams"),
+                };
+            }
             _ => bail!(USAGE),
         }
     }
-    Ok((suite, runs))
+    Ok(Options {
+        suite,
+        runs,
+        passthrough,
+    })
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let (suite, runs) = parse()?;
+    let options = parse()?;
     use tokio::signal::unix::{SignalKind, signal};
     let mut terminate = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
     tokio::select! {
-        result = run(suite, runs) => result,
+        result = run(options) => result,
         _ = terminate.recv() => bail!("stopped by SIGTERM; every process it started is stopped"),
         _ = interrupt.recv() => bail!("stopped by SIGINT; every process it started is stopped"),
     }
 }
 
-async fn run(suite: Suite, runs: usize) -> anyhow::Result<()> {
+async fn run(options: Options) -> anyhow::Result<()> {
+    let Options {
+        suite,
+        runs,
+        passthrough,
+    } = options;
     let cpus = std::thread::available_parallelism().map_or(1, usize::from);
     println!("{runs} rounds; {cpus} CPUs.\n");
     if matches!(suite, Suite::Executor | Suite::All) {
@@ -81,7 +108,7 @@ async fn run(suite: Suite, runs: usize) -> anyhow::Result<()> {
     if matches!(suite, Suite::Proxy | Suite::Passthrough | Suite::All) {
         println!(
             "### Pass-through: direct, remesh-proxy, nginx\n\n{}",
-            passthrough_suite::run(runs).await?
+            passthrough_suite::run(runs, passthrough).await?
         );
     }
     if matches!(suite, Suite::Proxy | Suite::Forward | Suite::All) {
