@@ -17,17 +17,22 @@ use http_body::{Body, Frame};
 
 use crate::body::{BoxError, ProxyBody};
 
-/// Frames already here sent ahead without waiting for the window, at most this
-/// many bytes: it bounds what one request queues in the connection beyond the
-/// window. A unary request is far below it.
-const EAGER_LIMIT: usize = 64 * 1024;
+/// Frames already here are sent ahead without waiting for the window, up to this
+/// many bytes and this many frames: what one request queues in the connection
+/// beyond the window stays bounded, however the client cut its body (empty DATA
+/// frames included). A unary request is far below both.
+const EAGER_BYTES: usize = 64 * 1024;
+const EAGER_FRAMES: usize = 16;
 
 /// Sends `body` on `stream`, whose HEADERS went without END_STREAM.
 pub(super) fn send(mut body: ProxyBody, mut stream: SendStream<Bytes>) {
     // Polled without a waker: a frame that is not here yet is the pump's to wait for.
     let mut cx = Context::from_waker(Waker::noop());
     let mut sent = 0;
-    while sent < EAGER_LIMIT {
+    for _ in 0..EAGER_FRAMES {
+        if sent >= EAGER_BYTES {
+            break;
+        }
         match Pin::new(&mut body).poll_frame(&mut cx) {
             Poll::Ready(next) => match forward(&mut stream, next, body.is_end_stream()) {
                 Forwarded::Data(len) => sent += len,
