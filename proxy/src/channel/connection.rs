@@ -35,7 +35,6 @@ const MAX_HEADER_LIST: u32 = 16 * 1024;
 const MAX_SEND_BUFFER: usize = 1024 * 1024;
 
 /// A live connection as a channel keeps it.
-#[derive(Clone)]
 pub(super) struct Connection {
     /// Shared, so that the connection's task can tell (by a weak reference) whether
     /// the channel still holds it when it ends.
@@ -46,14 +45,22 @@ pub(super) struct Connection {
     pub(super) ended: CancellationToken,
 }
 
+/// What one request takes of a connection.
+pub(super) struct Handle {
+    pub(super) sender: SendRequest<Bytes>,
+    pub(super) open: Arc<AtomicUsize>,
+}
+
 impl Connection {
     pub(super) fn is_ended(&self) -> bool {
         self.ended.is_cancelled()
     }
 
-    /// Whether `self` and `other` are handles to the same connection.
-    pub(super) fn same_as(&self, other: &Connection) -> bool {
-        Arc::ptr_eq(&self.open, &other.open)
+    pub(super) fn handle(&self) -> Handle {
+        Handle {
+            sender: SendRequest::clone(&self.sender),
+            open: self.open.clone(),
+        }
     }
 }
 

@@ -16,6 +16,7 @@ mod connection;
 mod request_body;
 mod response_body;
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -26,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::body::ProxyRequest;
 use crate::tls::TlsConnector;
-use connection::Connection;
+use connection::{Connection, Handle};
 use response_body::OpenStreamGuard;
 pub use response_body::UpstreamBody;
 
@@ -150,7 +151,8 @@ impl ChannelError {
 #[derive(Debug, Clone)]
 pub struct ChannelSettings {
     pub connect_timeout: Duration,
-    /// Pings on an otherwise quiet connection, so that a dead upstream is noticed.
+    /// While a stream is open, a PING this often; one unanswered this long ends the
+    /// connection, so that an upstream that vanished without closing is noticed.
     pub keepalive_interval: Duration,
     /// TLS for every connection made with these settings; `None` is h2c.
     pub tls: Option<TlsConnector>,
@@ -251,13 +253,13 @@ impl Http2Channel {
         parts.uri = http::Uri::from_parts(uri).map_err(http::Error::from)?;
         let slot =
             &self.connections[self.next.fetch_add(1, Ordering::Relaxed) % self.connections.len()];
-        let (connection, mut sender) = self.ready_sender(slot).await?;
+        let (mut sender, open) = self.ready_sender(slot).await?;
         let end_of_stream = body.is_end_stream();
         let head = http::Request::from_parts(parts, ());
         let (response, stream) = sender
             .send_request(head, end_of_stream)
             .map_err(|source| self.request_error(source))?;
-        let open = OpenStreamGuard::new(&connection.open);
+        let open = OpenStreamGuard::new(&open);
         if !end_of_stream {
             request_body::send(body, stream);
         }
@@ -273,17 +275,14 @@ impl Http2Channel {
     async fn ready_sender(
         &self,
         slot: &Mutex<Option<Connection>>,
-    ) -> Result<(Connection, h2::client::SendRequest<bytes::Bytes>), ChannelError> {
+    ) -> Result<(h2::client::SendRequest<bytes::Bytes>, Arc<AtomicUsize>), ChannelError> {
         let mut attempt = 0;
         loop {
-            let connection = self.connected(slot).await?;
-            match h2::client::SendRequest::clone(&connection.sender)
-                .ready()
-                .await
-            {
-                Ok(sender) => return Ok((connection, sender)),
+            let Handle { sender, open } = self.connected(slot).await?;
+            match sender.ready().await {
+                Ok(sender) => return Ok((sender, open)),
                 Err(source) => {
-                    forget(slot, &connection).await;
+                    forget(slot, &open).await;
                     attempt += 1;
                     if attempt == 2 {
                         return Err(self.request_error(source));
@@ -300,10 +299,7 @@ impl Http2Channel {
         }
     }
 
-    async fn connected(
-        &self,
-        slot: &Mutex<Option<Connection>>,
-    ) -> Result<Connection, ChannelError> {
+    async fn connected(&self, slot: &Mutex<Option<Connection>>) -> Result<Handle, ChannelError> {
         if self.closed.is_cancelled() {
             return Err(ChannelError::Closed {
                 endpoint: self.authority.clone(),
@@ -314,7 +310,7 @@ impl Http2Channel {
         if let Some(connection) = guard.as_ref()
             && !connection.is_ended()
         {
-            return Ok(connection.clone());
+            return Ok(connection.handle());
         }
         // Boxed: dialling (TCP, TLS, the HTTP/2 handshake) is a future of several KiB
         // that would otherwise sit inside every request's future, to be moved and
@@ -326,18 +322,19 @@ impl Http2Channel {
             &self.closed,
         );
         let connection = Box::pin(dial).await?;
-        *guard = Some(connection.clone());
-        Ok(connection)
+        let handle = connection.handle();
+        *guard = Some(connection);
+        Ok(handle)
     }
 }
 
-/// Forgets a slot's connection if it is still the one that failed, so the next
-/// request dials anew.
-async fn forget(slot: &Mutex<Option<Connection>>, failed: &Connection) {
+/// Forgets a slot's connection if it is still the one that failed (`failed`, a
+/// handle's stream count, names it), so the next request dials anew.
+async fn forget(slot: &Mutex<Option<Connection>>, failed: &Arc<AtomicUsize>) {
     let mut guard = slot.lock().await;
     if guard
         .as_ref()
-        .is_some_and(|current| current.same_as(failed) || current.is_ended())
+        .is_some_and(|current| Arc::ptr_eq(&current.open, failed) || current.is_ended())
     {
         guard.take();
     }
